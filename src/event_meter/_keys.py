@@ -1,0 +1,150 @@
+"""Logical keys, value text and folder names (SPEC section 6).
+
+Every backend derives its names from these functions, so a rollup written by one
+backend is addressed the same way by every other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote_plus
+
+import orjson
+
+__all__ = [
+    "ALL_INDEX_KEY",
+    "ReportRef",
+    "esc",
+    "folder_name",
+    "index_key",
+    "value_text",
+]
+
+ALL_INDEX_KEY = "all"
+
+_FOLDER_RUN = re.compile(r"[^a-z0-9_-]+")
+_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul"]
+    + [f"com{i}" for i in range(1, 10)]
+    + [f"lpt{i}" for i in range(1, 10)]
+)
+
+
+@lru_cache(maxsize=65536)
+def esc(text: str) -> str:
+    """``quote_plus`` with nothing safe: space -> ``+``, uppercase percent-escapes."""
+    return quote_plus(text, safe="")
+
+
+def value_text(value: Any) -> str:
+    """The text of one param value in keys and queries.
+
+    ``str`` as is, ``bool`` -> ``true``/``false``, ``int`` -> decimal, ``float`` ->
+    ``repr``, anything else -> compact JSON with sorted keys.
+    """
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return repr(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(float(value))
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def index_key(params: Sequence[str], values: Mapping[str, Any]) -> str:
+    """The index key of sorted ``params`` for ``values`` (``all`` for no params)."""
+    if not params:
+        return ALL_INDEX_KEY
+    return "|".join(f"{esc(param)}={esc(value_text(values[param]))}" for param in params)
+
+
+def folder_name(text: str) -> str:
+    """A safe, lowercase, collision-resistant folder name for any string."""
+    slug = _FOLDER_RUN.sub("-", text.lower()).strip("-") or "event"
+    if slug in _RESERVED:
+        slug = f"event-{slug}"
+    slug = slug[:80]
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{slug}-{digest}"
+
+
+class ReportRef:
+    """The identity of one report's stored data: namespace, event name, version.
+
+    It renders the logical keys of SPEC section 6; backends that store strings
+    use these, backends that store files use ``folder_name`` of the parts.
+    """
+
+    __slots__ = ("_prefix", "name", "namespace", "version")
+
+    def __init__(self, namespace: str, name: str, version: int) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.version = version
+        self._prefix = f"{esc(name)}:v{version}"
+
+    def __repr__(self) -> str:
+        return f"ReportRef({self.namespace!r}, {self.name!r}, {self.version})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ReportRef):
+            return NotImplemented
+        return (self.namespace, self.name, self.version) == (
+            other.namespace,
+            other.name,
+            other.version,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.namespace, self.name, self.version))
+
+    @property
+    def report_part(self) -> str:
+        """``esc(name):vN``, the part every key of this report shares."""
+        return self._prefix
+
+    def rollup_key(self, granularity: str, bucket_id: str, index: str) -> str:
+        return f"{self.namespace}:rollup:{self._prefix}:{granularity}:{bucket_id}:{index}"
+
+    def state_key(self, param: str, value: str) -> str:
+        return f"{self.namespace}:state:{self._prefix}:interval:{esc(param)}:{esc(value)}"
+
+    def definition_key(self) -> str:
+        return f"{self.namespace}:definition:{self._prefix}"
+
+    def processed_key(self, entry_id: str) -> str:
+        return f"{self.namespace}:processed:{self._prefix}:{esc(entry_id)}"
+
+    def process_lock_key(self) -> str:
+        return f"{self.namespace}:process_lock:{self._prefix}"
+
+
+def stream_key(namespace: str, name: str) -> str:
+    return f"{namespace}:stream:{esc(name)}"
+
+
+def stream_lock_key(namespace: str, name: str) -> str:
+    return f"{namespace}:stream_lock:{esc(name)}"
+
+
+def cleanup_lock_key(namespace: str) -> str:
+    return f"{namespace}:process_lock"
+
+
+def watermark_key(namespace: str) -> str:
+    return f"{namespace}:auto_cleanup:history:last_run"

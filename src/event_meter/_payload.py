@@ -1,0 +1,148 @@
+"""Build, coerce and load one pending event payload (SPEC section 4)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Final, NamedTuple
+from uuid import UUID
+
+from event_meter._time import datetime_to_ms
+from event_meter.errors import ValidationError
+
+__all__ = ["STATUSES", "PendingEvent", "build_payload", "coerce_params", "load_payload"]
+
+STATUSES: Final = ("success", "failure", "skipped")
+STATUS_CODE: Final = {"success": 0, "failure": 1, "skipped": 2}
+_PLAIN: Final = frozenset((str, int, bool, type(None)))
+_MAX_INT: Final = 2**63
+
+
+class PendingEvent(NamedTuple):
+    """A validated stream row, ready to aggregate."""
+
+    name: str
+    status: int  # index into STATUSES
+    started_ms: int
+    duration_ms: int | None
+    params: dict[str, Any]
+
+
+def _coerce(value: Any, path: str) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        if kind is int and not -_MAX_INT <= value < _MAX_INT:
+            raise ValidationError(
+                f"param {path}={value!r} is too large for JSON storage (64-bit); pass it as a str"
+            )
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValidationError(
+                f"param {path}={value!r} is not a finite number; pass a finite float or a str"
+            )
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _coerce(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_coerce(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Enum):
+        return _coerce(value.value, path)
+    for base in (bool, int, float, str):  # subclasses of the plain types
+        if isinstance(value, base):
+            return _coerce(base(value), path)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    raise ValidationError(
+        f"param {path} has a value of type {kind.__qualname__} ({value!r:.80}) that cannot be "
+        "stored as JSON; pass str, int, float, bool, None, datetime, date, Decimal, UUID, "
+        "Enum, or a list/dict of those"
+    )
+
+
+def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params as JSON-ready values; raises ``ValidationError`` naming the bad param."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            out[key] = value
+        else:
+            out[key] = _coerce(value, key)
+    return out
+
+
+def build_payload(
+    name: str, status: str, started_at: str, duration_ms: int | None, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The payload dict in SPEC key order, empty parts omitted."""
+    payload: dict[str, Any] = {"name": name, "status": status, "started_at": started_at}
+    if duration_ms is not None:
+        payload["duration_ms"] = duration_ms
+    if params:
+        payload["params"] = params
+    return payload
+
+
+class _MinuteCache(dict[str, int]):
+    """``YYYY-MM-DDTHH:MM`` -> epoch ms of that minute, parsed once."""
+
+    def __missing__(self, prefix: str) -> int:
+        ms = datetime_to_ms(datetime.fromisoformat(prefix + ":00+00:00"))
+        if len(self) > 100_000:
+            self.clear()
+        self[prefix] = ms
+        return ms
+
+
+_MINUTES = _MinuteCache()
+
+
+def _started_ms(text: str) -> int:
+    """Epoch ms of a ``started_at`` text; raises ValueError when it is not a time."""
+    # Fast path for the exact form we write: 2026-05-06T10:15:20.123456Z
+    if (
+        len(text) == 27
+        and text[26] == "Z"
+        and text[16] == ":"
+        and text[19] == "."
+        and text[17:19].isdigit()
+        and text[20:26].isdigit()
+    ):
+        seconds = int(text[17:19])
+        if seconds < 60:
+            return _MINUTES[text[:16]] + seconds * 1000 + int(text[20:23])
+    return datetime_to_ms(datetime.fromisoformat(text))
+
+
+def load_payload(payload: Any) -> PendingEvent | str:
+    """A stored payload as a ``PendingEvent``, or the reason it is malformed."""
+    if type(payload) is not dict:
+        return "payload is not a JSON object"
+    name = payload.get("name")
+    if type(name) is not str or not name.strip():
+        return "name is missing or blank"
+    status = STATUS_CODE.get(payload.get("status"))  # type: ignore[arg-type]
+    if status is None:
+        return "status is not success, failure or skipped"
+    started_at = payload.get("started_at")
+    if type(started_at) is not str:
+        return "started_at is missing"
+    try:
+        started_ms = _started_ms(started_at)
+    except (ValueError, OverflowError):
+        return "started_at is not a time"
+    duration = payload.get("duration_ms")
+    if duration is not None and (type(duration) is not int or duration < 0):
+        return "duration_ms is not a non-negative integer"
+    params = payload.get("params")
+    if params is None:
+        params = {}
+    elif type(params) is not dict:
+        return "params is not an object"
+    return PendingEvent(name, status, started_ms, duration, params)

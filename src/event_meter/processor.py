@@ -1,0 +1,196 @@
+"""One processing pass: claim, skip applied, aggregate, apply, delete (SPEC section 9).
+
+The algorithm lives here once; stores supply the primitives of
+``event_meter.stores.base``. Why it is exact under crashes:
+
+- rows are claimed, so no two live processors hold the same row;
+- ``apply`` marks every entry id of the batch processed in the same
+  (atomic or journaled) apply, so a retry of a row that was applied skips it;
+- rows are deleted only after ``apply`` returned, and markers are forgotten
+  only after the delete succeeded, so a crash between any two steps leaves
+  either unapplied rows (applied by the retry) or marked rows (skipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from event_meter._aggregate import Aggregator
+from event_meter._keys import ReportRef
+from event_meter._payload import PendingEvent, load_payload
+from event_meter.errors import DefinitionChangedError
+from event_meter.report import Report
+from event_meter.stores.base import (
+    Entry,
+    Lease,
+    RollupStore,
+    StreamBatch,
+    StreamStore,
+    Undecodable,
+)
+
+__all__ = ["DEFAULT_BATCH_SIZE", "ProcessResult", "process_report"]
+
+logger = logging.getLogger("event_meter")
+DEFAULT_BATCH_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class ProcessResult:
+    """What one ``process_pending`` call did."""
+
+    event_name: str
+    version: int
+    processed: int = 0
+    skipped_already_processed: int = 0
+    malformed: int = 0
+    complete: bool = True
+    locked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_id_of(entry_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(entry_ids)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_definition(rollups: RollupStore, ref: ReportRef, report: Report) -> None:
+    """Store the definition on first use; refuse a changed one before any read."""
+    wanted = report.definition()
+    stored = rollups.store_definition(ref, wanted)
+    if stored.get("fingerprint") != wanted["fingerprint"]:
+        raise DefinitionChangedError(
+            f"{report.name} v{report.version} changed; bump version "
+            f"(stored fingerprint {stored.get('fingerprint')}, new {wanted['fingerprint']})"
+        )
+
+
+def process_report(
+    stream: StreamStore,
+    rollups: RollupStore,
+    report: Report,
+    namespace: str,
+    *,
+    lock_ttl_ms: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[ProcessResult], None] | None = None,
+) -> ProcessResult:
+    """Process every pending row of ``report.name`` into ``rollups``."""
+    ref = ReportRef(namespace, report.name, report.version)
+    result = ProcessResult(report.name, report.version)
+    stream_lease = stream.try_read_lock(report.name, lock_ttl_ms)
+    if stream_lease is None:
+        result.locked = True
+        return result
+    leases: list[Lease] = [stream_lease]
+    try:
+        if report.intervals:
+            report_lease = rollups.try_report_lock(ref, lock_ttl_ms)
+            if report_lease is None:
+                result.locked = True
+                return result
+            leases.append(report_lease)
+        check_definition(rollups, ref, report)
+        rollups.recover(ref)
+        aggregator = Aggregator(report)
+        while True:
+            batch = stream.read(report.name, batch_size)
+            if not batch.entries:
+                stream.release(batch)
+                break
+            if not _one_batch(stream, rollups, ref, aggregator, batch, leases, result):
+                break
+            if progress is not None:
+                progress(result)
+    finally:
+        for lease in reversed(leases):
+            lease.release()
+    return result
+
+
+def _check(leases: list[Lease]) -> None:
+    for lease in leases:
+        lease.check()
+
+
+def _one_batch(
+    stream: StreamStore,
+    rollups: RollupStore,
+    ref: ReportRef,
+    aggregator: Aggregator,
+    batch: StreamBatch,
+    leases: list[Lease],
+    result: ProcessResult,
+) -> bool:
+    """Apply one claimed batch; False when its rows could not be deleted."""
+    read_ids = [entry.id for entry in batch.entries]
+    try:
+        fresh: dict[str, Entry] = {}
+        for entry in batch.entries:
+            if entry.id in fresh:
+                result.skipped_already_processed += 1  # repeated within the read
+            else:
+                fresh[entry.id] = entry
+        done = rollups.processed_ids(ref, list(fresh))
+        result.skipped_already_processed += len(done)
+        todo = [entry for entry_id, entry in fresh.items() if entry_id not in done]
+        events: list[PendingEvent] = []
+        malformed: list[tuple[Entry, str]] = []
+        for entry in todo:
+            payload = entry.payload
+            if isinstance(payload, Undecodable):
+                malformed.append((entry, payload.reason))
+                continue
+            loaded = load_payload(payload)
+            if isinstance(loaded, str):
+                malformed.append((entry, loaded))
+            elif loaded.name != ref.name:
+                malformed.append((entry, f"name {loaded.name!r} is not {ref.name!r}"))
+            else:
+                events.append(loaded)
+        if todo:
+            entry_ids = [entry.id for entry in todo]
+            state: dict[tuple[str, str], int] = {}
+            if aggregator.interval_params and events:
+                state = rollups.read_state(ref, aggregator.state_keys(events))
+            delta = aggregator.build(events, state, batch_id_of(entry_ids), entry_ids)
+            _check(leases)
+            rollups.apply(ref, delta)
+        if malformed:
+            stream.quarantine(batch, malformed)
+    except BaseException:
+        stream.release(batch)
+        raise
+    result.processed += len(todo)
+    result.malformed += len(malformed)
+    try:
+        _check(leases)  # rows are applied and marked: a lost lease only stops us here
+    except BaseException:
+        stream.release(batch)
+        raise
+    try:
+        stream.delete(batch)
+    except Exception:
+        logger.warning(
+            "event_meter: could not delete %d processed rows of %r; a later pass deletes them",
+            len(read_ids),
+            ref.name,
+            exc_info=True,
+        )
+        result.complete = False
+        stream.release(batch)
+        return False
+    try:
+        rollups.forget(ref, read_ids)
+    except Exception:
+        logger.warning(
+            "event_meter: could not forget processed markers of %r; cleanup removes them",
+            ref.name,
+            exc_info=True,
+        )
+    return True
