@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from event_meter import processor, reports
 from event_meter._config import Config, build_config
@@ -15,7 +13,7 @@ from event_meter._keys import ReportRef
 from event_meter._time import now_ms
 from event_meter.cleanup import auto_cleanup, cleanup_history
 from event_meter.errors import ConfigurationError, DefinitionNotFoundError
-from event_meter.event import Event
+from event_meter.event import Event, measured
 from event_meter.processor import DEFAULT_BATCH_SIZE, ProcessResult
 from event_meter.report import Report
 from event_meter.stores import embedded_path, store_from_url
@@ -34,7 +32,9 @@ def _store(value: Any, role: str, config: Config) -> Any:
 
         return FileStream(path, sync=config.stream_sync) if role == "stream" else FileRollups(path)
     if isinstance(value, str):
-        return store_from_url(value, "stream" if role == "stream" else "rollups", stream_sync=config.stream_sync)
+        return store_from_url(
+            value, "stream" if role == "stream" else "rollups", stream_sync=config.stream_sync
+        )
     expected = StreamStore if role == "stream" else RollupStore
     if not isinstance(value, expected):
         raise ConfigurationError(
@@ -64,6 +64,7 @@ class EventMeter:
             if given is None or isinstance(given, str):
                 self._owned.append(store)
         self.config = config
+        self._clock = config.clock
         self.stream: StreamStore = stream
         self.rollups: RollupStore = rollups
 
@@ -87,37 +88,16 @@ class EventMeter:
 
     def start(self, name: str, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Event:
         """Start measuring one run of ``name``; never raises."""
-        try:
-            return Event(self, name, params, kw)
-        except Exception as exc:  # pragma: no cover - Event.__init__ guards itself
-            event = Event(self, name, None, {})
-            event.error = exc
-            return event
+        return Event(self, name, params, kw)
 
     def _append(self, name: str, payload: dict[str, Any]) -> None:
         self.stream.append(name, payload)
 
-    def measure(self, name: str, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Callable[[F], F]:
+    def measure(
+        self, name: str, params: Mapping[str, Any] | None = None, /, **kw: Any
+    ) -> Callable[[F], F]:
         """Decorator: record each call of a sync or async function as one event."""
-
-        def decorate(func: F) -> F:
-            if inspect.iscoroutinefunction(func):
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    async with self.start(name, params, **kw):
-                        return await func(*args, **kwargs)
-
-                return cast(F, async_wrapper)
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self.start(name, params, **kw):
-                    return func(*args, **kwargs)
-
-            return cast(F, wrapper)
-
-        return decorate
+        return measured(lambda: self.start(name, params, **kw))
 
     # -- processing -------------------------------------------------------------------
 
@@ -130,7 +110,9 @@ class EventMeter:
             if version is None:
                 raise ValueError(f"report {report!r} given by name needs version=, e.g. version=1")
             return Report(report, version)
-        raise TypeError(f"report must be a Report or an event name, got {type(report).__name__} {report!r}")
+        raise TypeError(
+            f"report must be a Report or an event name, got {type(report).__name__} {report!r}"
+        )
 
     def _ref(self, report: Report) -> ReportRef:
         return ReportRef(self.config.namespace, report.name, report.version)
@@ -174,7 +156,9 @@ class EventMeter:
 
     # -- reports ----------------------------------------------------------------------
 
-    def report_definition(self, report: Report | str, *, version: int | None = None) -> dict[str, Any]:
+    def report_definition(
+        self, report: Report | str, *, version: int | None = None
+    ) -> dict[str, Any]:
         """The stored definition (canonical form plus fingerprint)."""
         target = self._report(report, version)
         stored = self.rollups.load_definition(self._ref(target))
@@ -197,7 +181,12 @@ class EventMeter:
         target = self._report(report, version)
         definition = self.report_definition(target)
         return reports.summary(
-            self.rollups, self._ref(target), definition, start=start, end=end, by=by,
+            self.rollups,
+            self._ref(target),
+            definition,
+            start=start,
+            end=end,
+            by=by,
             key_limit=self.config.summary_key_limit,
         )
 
@@ -214,8 +203,14 @@ class EventMeter:
         target = self._report(report, version)
         definition = self.report_definition(target)
         return reports.series(
-            self.rollups, self._ref(target), definition, now_ms=now_ms(self.config.clock),
-            start=start, end=end, every=every, by=by,
+            self.rollups,
+            self._ref(target),
+            definition,
+            now_ms=now_ms(self.config.clock),
+            start=start,
+            end=end,
+            every=every,
+            by=by,
         )
 
     def compare(
@@ -229,9 +224,13 @@ class EventMeter:
     ) -> dict[str, Any]:
         target = self._report(report, version)
         definition = self.report_definition(target)
-        return reports.compare(self.rollups, self._ref(target), definition, before=before, after=after, by=by)
+        return reports.compare(
+            self.rollups, self._ref(target), definition, before=before, after=after, by=by
+        )
 
-    def cleanup_history(self, before: object, events: Iterable[str] | str | None = None) -> dict[str, int]:
+    def cleanup_history(
+        self, before: object, events: Iterable[str] | str | None = None
+    ) -> dict[str, int]:
         """Delete rollups, state and markers older than ``before``; returns counts."""
         return cleanup_history(self.rollups, self.config.namespace, before, events)
 
@@ -249,7 +248,9 @@ class EventMeter:
     async def acompare(self, report: Report | str, **kwargs: Any) -> dict[str, Any]:
         return await _in_thread(self.compare, report, **kwargs)
 
-    async def acleanup_history(self, before: object, events: Iterable[str] | str | None = None) -> dict[str, int]:
+    async def acleanup_history(
+        self, before: object, events: Iterable[str] | str | None = None
+    ) -> dict[str, int]:
         return await _in_thread(self.cleanup_history, before, events)
 
 

@@ -72,6 +72,8 @@ def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
         kind = type(value)
         if kind is str or kind is bool or value is None:
             out[key] = value
+        elif kind is int and -_MAX_INT <= value < _MAX_INT:
+            out[key] = value
         else:
             out[key] = _coerce(value, key)
     return out
@@ -127,7 +129,9 @@ def load_payload(payload: Any) -> PendingEvent | str:
     name = payload.get("name")
     if type(name) is not str or not name.strip():
         return "name is missing or blank"
-    status = STATUS_CODE.get(payload.get("status"))  # type: ignore[arg-type]
+    raw_status = payload.get("status")
+    # A JSON list or object is unhashable: check the type before the lookup.
+    status = STATUS_CODE.get(raw_status) if type(raw_status) is str else None
     if status is None:
         return "status is not success, failure or skipped"
     started_at = payload.get("started_at")

@@ -69,12 +69,13 @@ def ms_to_datetime(ms: int) -> datetime:
 
 def iso_us(value: datetime) -> str:
     """``2026-05-06T10:15:20.000000Z`` for an aware or naive (UTC) datetime."""
-    if value.tzinfo is not None and value.utcoffset():
+    if value.tzinfo is not None and value.tzinfo is not UTC and value.utcoffset():
         value = value.astimezone(UTC)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
-    )
+    # isoformat() runs in C; it drops the fraction when microsecond is 0.
+    text = value.isoformat()
+    if value.microsecond:
+        return text[:26] + "Z"
+    return text[:19] + ".000000Z"
 
 
 def iso_ms(ms: int) -> str:
@@ -88,20 +89,23 @@ def parse_time(value: object, what: str = "time") -> int:
     Raises ``TypeError`` for other types and ``ValueError`` for unparseable text.
     """
     if isinstance(value, datetime):
-        return datetime_to_ms(value)
-    if isinstance(value, str):
-        text = value.strip()
+        parsed = value
+    elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(value.strip())
         except ValueError:
             raise ValueError(
                 f"{what} {value!r} is not an ISO-8601 time; "
                 "pass a datetime or text like '2026-05-06T10:15:00Z'"
             ) from None
+    else:
+        raise TypeError(
+            f"{what} must be a datetime or an ISO-8601 string, got {type(value).__name__} {value!r}"
+        )
+    try:
         return datetime_to_ms(parsed)
-    raise TypeError(
-        f"{what} must be a datetime or an ISO-8601 string, got {type(value).__name__} {value!r}"
-    )
+    except OverflowError:  # an offset that moves the time past year 1 or 9999 in UTC
+        raise ValueError(f"{what} {value!r} is outside the range of UTC datetimes") from None
 
 
 def bucket_ms(granularity: str) -> int:

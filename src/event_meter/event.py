@@ -7,24 +7,31 @@ validation or storage: problems travel on the ``WriteResult``.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from event_meter._payload import build_payload, coerce_params
+from event_meter._payload import coerce_params
 from event_meter._time import SystemClock, iso_us
 from event_meter.errors import AlreadyRecordedError, ValidationError
 
 if TYPE_CHECKING:
     from event_meter._meter import EventMeter
 
-__all__ = ["INVALID_NAME", "Event", "WriteResult"]
+__all__ = ["INVALID_NAME", "Event", "WriteResult", "measured"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 INVALID_NAME = "event_meter.invalid"
+# Finishing is check-then-append-then-mark; a striped lock makes it atomic per
+# event without allocating a lock for every event on the recording hot path.
+_FINISH_LOCKS = tuple(threading.Lock() for _ in range(64))
 _SYSTEM_CLOCK = SystemClock()
 
 
@@ -51,12 +58,11 @@ class Event:
     """One measured run, from ``start`` to exactly one recorded finish."""
 
     __slots__ = (
-        "_lock",
         "_meter",
         "_params",
         "_started_ns",
         "error",
-        "finished_at",
+        "_finished_ns",
         "name",
         "recorded",
         "started_at",
@@ -71,12 +77,10 @@ class Event:
         keyword_params: dict[str, Any],
     ) -> None:
         self._meter = meter
-        self._lock = threading.Lock()
         self.error: BaseException | None = None
         self.status: str | None = None
-        self.finished_at: datetime | None = None
+        self._finished_ns = 0
         self.recorded = False
-        self.started_at: datetime | None = None
         if isinstance(name, str) and name.strip():
             self.name = name
         else:
@@ -85,23 +89,31 @@ class Event:
                 f"event name must be a non-blank string, got {name!r}; "
                 "call event_meter.start('invoice_delivery', ...)"
             )
-        merged: dict[str, Any]
         if params is None:
-            merged = keyword_params
-        elif isinstance(params, Mapping):
-            merged = {str(k): v for k, v in params.items()}
-            merged.update(keyword_params)
+            self._params = keyword_params
         else:
-            merged = keyword_params
-            self.error = self.error or ValidationError(
-                f"params must be a mapping, got {type(params).__name__} {params!r:.80}"
-            )
-        self._params = merged
+            self._params = self._merge(params, keyword_params)
         try:
-            self.started_at = (meter.config.clock if meter else _SYSTEM_CLOCK).now()
+            self.started_at: datetime | None = (meter._clock if meter else _SYSTEM_CLOCK).now()
         except Exception as exc:
+            self.started_at = None
             self.error = self.error or exc
         self._started_ns = time.perf_counter_ns()
+
+    def _merge(self, params: object, keyword_params: dict[str, Any]) -> dict[str, Any]:
+        """Mapping params with keyword params over them; keys become ``str``."""
+        try:
+            if isinstance(params, Mapping):
+                merged = {str(k): v for k, v in params.items()}
+                merged.update(keyword_params)
+                return merged
+            problem: Exception = ValidationError(
+                f"params must be a mapping, got {type(params).__name__} {params!r:.80}"
+            )
+        except Exception as exc:
+            problem = exc
+        self.error = self.error or problem
+        return keyword_params
 
     def __repr__(self) -> str:
         return f"<Event {self.name!r} status={self.status!r} recorded={self.recorded}>"
@@ -143,9 +155,11 @@ class Event:
         return await asyncio.to_thread(self.failure, error, **params)
 
     def _finish(self, status: str, extra: dict[str, Any]) -> WriteResult:
-        duration_ms = max(0, (time.perf_counter_ns() - self._started_ns + 500_000) // 1_000_000)
+        finished_ns = time.perf_counter_ns()
+        elapsed_ns = finished_ns - self._started_ns
+        duration_ms = (elapsed_ns + 500_000) // 1_000_000 if elapsed_ns > 0 else 0
         try:
-            with self._lock:
+            with _FINISH_LOCKS[(id(self) >> 4) % 64]:
                 if self.recorded:
                     return WriteResult(
                         False,
@@ -154,26 +168,35 @@ class Event:
                             "an event finishes exactly once"
                         ),
                     )
-                if self.error is not None or self.started_at is None or self._meter is None:
+                started_at = self.started_at
+                meter = self._meter
+                if self.error is not None or started_at is None or meter is None:
                     return WriteResult(False, self.error)
-                params = self._params
-                if extra:
-                    params = {**params, **extra}
-                payload = build_payload(
-                    self.name,
-                    status,
-                    iso_us(self.started_at),
-                    duration_ms,
-                    coerce_params(params) if params else params,
-                )
-                finished_at = self._meter.config.clock.now()
-                self._meter._append(self.name, payload)
+                params = {**self._params, **extra} if extra else self._params
+                payload: dict[str, Any] = {
+                    "name": self.name,
+                    "status": status,
+                    "started_at": iso_us(started_at),
+                    "duration_ms": duration_ms,
+                }
+                if params:
+                    payload["params"] = coerce_params(params)
+                meter.stream.append(self.name, payload)
                 self.status = status
-                self.finished_at = finished_at
+                self._finished_ns = finished_ns
                 self.recorded = True
                 return WriteResult(True, None, payload)
         except Exception as exc:
             return WriteResult(False, exc)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """``started_at`` plus the monotonic duration, once recorded."""
+        if not self.recorded or self.started_at is None:
+            return None
+        return self.started_at + timedelta(
+            microseconds=(self._finished_ns - self._started_ns) // 1000
+        )
 
     # -- context manager -------------------------------------------------------------
 
@@ -208,3 +231,30 @@ class Event:
             await self.afailure(exc)
         else:
             await self.asuccess()
+
+
+def measured(start: Callable[[], Event]) -> Callable[[F], F]:
+    """Decorator recording each call of a sync or async function as one event.
+
+    ``start`` is called on every call, so the facade's decorator follows the
+    current default meter (``configure``/``reset`` after decoration).
+    """
+
+    def decorate(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with start():
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with start():
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
