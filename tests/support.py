@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from event_meter import EventMeter, WriteResult
 from event_meter.stores.base import RollupStore, StreamStore
 from event_meter.stores.file.rollups import FileRollups
 from event_meter.stores.file.stream import FileStream
@@ -65,9 +66,10 @@ def past_minute_clock(clock: FakeClock, minutes: int = 2) -> None:
     clock.advance(minutes=minutes)
 
 
-def record(meter: Any, name: str, status: str = "success", **params: Any) -> dict[str, Any]:
+def record(meter: EventMeter, name: str, status: str = "success", **params: Any) -> dict[str, Any]:
     """Record one event through the public API and return its payload."""
     event = meter.start(name, **params)
+    result: WriteResult
     if status == "success":
         result = event.success()
     elif status == "failure":

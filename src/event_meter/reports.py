@@ -106,7 +106,9 @@ def series(
     every: str = "minute",
     by: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    size = bucket_ms(every) if isinstance(every, str) else bucket_ms(repr(every))
+    if not isinstance(every, str) or every not in GRANULARITIES:
+        raise ValueError(f"every={every!r} is not a bucket size; use 'minute' or 'hour'")
+    size = bucket_ms(every)
     index, key = resolve_index(definition, by)
     end_ms = parse_time(end, "end") if end is not None else now_ms - now_ms % size + size
     start_ms = parse_time(start, "start") if start is not None else end_ms - 3_600_000
@@ -117,7 +119,9 @@ def series(
     seconds = size / 1000
     out: list[dict[str, Any]] = []
     for start_of_bucket, fields in zip(buckets, stored, strict=True):
-        row: dict[str, Any] = {"bucket": ms_to_datetime(start_of_bucket).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        row: dict[str, Any] = {
+            "bucket": ms_to_datetime(start_of_bucket).strftime("%Y-%m-%dT%H:%M:%SZ")
+        }
         row.update(render_summary(fields or {}, seconds))
         out.append(row)
     return out
