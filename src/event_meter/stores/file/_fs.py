@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write",
     "ensure_dir",
     "exclusive",
+    "fsync_dir",
     "read_json",
     "try_flock",
 ]
@@ -29,10 +30,20 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in folder ``path`` durable (survive a power loss)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, rename over ``path``.
 
-    Readers see the old content or the new, never a part.
+    Readers see the old content or the new, never a part. With ``fsync`` the
+    folder is fsynced too, so the rename itself survives a power loss.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
     try:
@@ -45,6 +56,8 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
     except BaseException:
         if fd >= 0:
             os.close(fd)

@@ -20,7 +20,7 @@ import orjson
 
 from event_meter.errors import StorageError
 from event_meter.stores.base import Entry, Undecodable
-from event_meter.stores.file._fs import atomic_write, read_json, try_flock
+from event_meter.stores.file._fs import atomic_write, fsync_dir, read_json, try_flock
 from event_meter.stores.file._stream_layout import StreamDirs, is_data_file, minute_start
 
 __all__ = [
@@ -201,6 +201,8 @@ def finish_claim(dirs: StreamDirs, claim: Claim) -> None:
                 os.unlink(path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(offset)
+            # Durable before the caller forgets the rows' processed markers.
+            fsync_dir(dirs.processing)
             return
     if claim.end > claim.start:
         # Always fsynced: a lost offset would make deleted rows readable again.
