@@ -24,7 +24,7 @@ from event_meter.errors import (
     UnsupportedQueryError,
     ValidationError,
 )
-from event_meter.event import Event, WriteResult
+from event_meter.event import Event, WriteResult, measured
 from event_meter.processor import ProcessResult
 from event_meter.report import Report
 
@@ -118,8 +118,12 @@ def _broken_event(name: object, exc: Exception) -> Event:
 
 
 def measure(name: str, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Callable[[F], F]:
-    """Decorator recording each call of a sync or async function (default meter)."""
-    return default_meter().measure(name, params, **kw)
+    """Decorator recording each call of a sync or async function (default meter).
+
+    The default meter is looked up at each call, not at decoration time, so a
+    function decorated at import time follows a later ``configure``/``reset``.
+    """
+    return measured(lambda: start(name, params, **kw))
 
 
 def process_pending(report: Report | str, **kwargs: Any) -> ProcessResult:

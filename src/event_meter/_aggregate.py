@@ -64,7 +64,7 @@ def _single_keyer(param: str) -> Keyer:
 
 def _multi_keyer(params_of_index: tuple[str, ...]) -> Keyer:
     prefixes = [f"{esc(p)}=" for p in params_of_index]
-    by_strs: dict[tuple[str, ...], str] = {}
+    by_strs: dict[tuple[Any, ...], str] = {}
 
     def key(params: Mapping[str, Any]) -> str | None:
         values = tuple([params.get(p) for p in params_of_index])
@@ -103,7 +103,7 @@ class Aggregator:
         for rule in report.intervals:
             rules.setdefault(rule.param, []).append(self._position[rule.group_by])
         self.interval_params = tuple(rules)
-        self._rules = [(param, positions) for param, positions in rules.items()]
+        self._rules = list(rules.items())
         self._bucket_ids: dict[tuple[int, str], str] = {}
 
     def state_keys(self, events: Iterable[PendingEvent]) -> set[tuple[str, str]]:
@@ -208,9 +208,9 @@ class Aggregator:
                         target[key] = acc.copy()
                     else:
                         _merge_acc(found, acc)
-                delta.rollups[RollupFile("minute", self._bucket(minute, "minute"), self.indexes[position])] = {
-                    key: _fields(acc) for key, acc in cell.items()
-                }
+                delta.rollups[
+                    RollupFile("minute", self._bucket(minute, "minute"), self.indexes[position])
+                ] = {key: _fields(acc) for key, acc in cell.items()}
         for hour, cells in hours.items():
             for position, cell in enumerate(cells):
                 if cell:

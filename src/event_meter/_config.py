@@ -41,9 +41,7 @@ class Config:
     cleanup_history_retention_ms: int = 31 * DAY_MS
     cleanup_history_interval_ms: int = 3_600_000
     summary_key_limit: int | None = 10_000
-    auto_cleanup_error_handler: Callable[[BaseException], object] = field(
-        default=log_cleanup_error
-    )
+    auto_cleanup_error_handler: Callable[[BaseException], object] = field(default=log_cleanup_error)
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -98,7 +96,9 @@ def _validate(option: str, value: Any) -> tuple[str, Any]:
         return _DURATIONS[option], _duration_ms(option, value)
     if option == "namespace":
         if not isinstance(value, str) or not value.strip():
-            raise _bad(option, value, "pass a non-blank string such as 'billing_app:event_meter:v1'")
+            raise _bad(
+                option, value, "pass a non-blank string such as 'billing_app:event_meter:v1'"
+            )
     elif option == "stream_sync":
         if value not in SYNC_MODES:
             raise _bad(option, value, f"use one of {', '.join(map(repr, SYNC_MODES))}")

@@ -22,6 +22,9 @@ from event_meter.stores.base import RollupStore, StreamStore
 __all__ = ["EventMeter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_STORE_OPTIONS = frozenset(
+    ("stream_storage", "rollup_storage", "redis", "stream_sync", "redis_read_limit", "rollup_ttl")
+)
 
 
 def _store(value: Any, role: str, config: Config) -> Any:
@@ -32,9 +35,12 @@ def _store(value: Any, role: str, config: Config) -> Any:
 
         return FileStream(path, sync=config.stream_sync) if role == "stream" else FileRollups(path)
     if isinstance(value, str):
-        return store_from_url(
-            value, "stream" if role == "stream" else "rollups", stream_sync=config.stream_sync
-        )
+        try:
+            return store_from_url(
+                value, "stream" if role == "stream" else "rollups", stream_sync=config.stream_sync
+            )
+        except ConfigurationError as exc:  # name the option, as every config error does
+            raise ConfigurationError(f"{role}_storage={value!r} is invalid: {exc}") from exc
     expected = StreamStore if role == "stream" else RollupStore
     if not isinstance(value, expected):
         raise ConfigurationError(
@@ -69,10 +75,31 @@ class EventMeter:
         self.rollups: RollupStore = rollups
 
     def configure(self, **options: Any) -> EventMeter:
-        """Update options in place (stores are rebuilt from the new options)."""
+        """Update options in place.
+
+        Stores are rebuilt only when a storage option changes (so pending
+        ``memory://`` data survives ``configure(auto_cleanup_history=True)``);
+        a new namespace or clock is bound to the stores in use.
+        """
         with self._lock:
-            self.close()
-            self._apply(build_config(self.config, options), options)
+            if _STORE_OPTIONS.isdisjoint(options):
+                config = build_config(self.config, options)
+                for store in (self.stream, self.rollups):
+                    store.bind(namespace=config.namespace, clock=config.clock)
+                self.config = config
+                self._clock = config.clock
+                return self
+            # Validate and build the new stores first: a rejected configure
+            # leaves the meter, and the stores it is using, as they were.
+            config = build_config(self.config, options)
+            previous, self._owned = self._owned, []
+            try:
+                self._apply(config, options)
+            except BaseException:
+                self._owned = previous
+                raise
+            for store in previous:
+                store.close()
         return self
 
     def close(self) -> None:

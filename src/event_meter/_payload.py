@@ -70,9 +70,12 @@ def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in params.items():
         kind = type(value)
-        if kind is str or kind is bool or value is None:
-            out[key] = value
-        elif kind is int and -_MAX_INT <= value < _MAX_INT:
+        if (
+            kind is str
+            or kind is bool
+            or value is None
+            or (kind is int and -_MAX_INT <= value < _MAX_INT)
+        ):
             out[key] = value
         else:
             out[key] = _coerce(value, key)

@@ -73,4 +73,3 @@ def auto_cleanup(rollups: RollupStore, config: Config) -> dict[str, int] | None:
         return counts
     finally:
         lease.release()
-

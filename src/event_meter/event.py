@@ -58,11 +58,11 @@ class Event:
     """One measured run, from ``start`` to exactly one recorded finish."""
 
     __slots__ = (
+        "_finished_ns",
         "_meter",
         "_params",
         "_started_ns",
         "error",
-        "_finished_ns",
         "name",
         "recorded",
         "started_at",

@@ -71,9 +71,7 @@ class Report:
         if isinstance(group_by, str):
             group_by = (group_by,)
         elif not isinstance(group_by, list | tuple):
-            raise ValueError(
-                f"group_by must be a param name or a list of them, got {group_by!r}"
-            )
+            raise ValueError(f"group_by must be a param name or a list of them, got {group_by!r}")
         groups = tuple(sorted({_check_param(g, "group_by param") for g in group_by}))
         self._intervals.add(IntervalRule(param, groups))
         self._indexes.add(groups)

@@ -74,7 +74,9 @@ def file_path_of(url: str) -> Path:
     return Path(path)
 
 
-def store_from_url(url: str, role: Role, *, stream_sync: str = "flush") -> StreamStore | RollupStore:
+def store_from_url(
+    url: str, role: Role, *, stream_sync: str = "flush"
+) -> StreamStore | RollupStore:
     """A new store for ``url`` in ``role`` ("stream" or "rollups")."""
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     classes = SCHEMES.get(scheme)

@@ -135,7 +135,7 @@ class _Bindable:
 
     def close(self) -> None:
         """Release what the store opened itself (never clients it was given)."""
-        return None
+        return
 
 
 class StreamStore(_Bindable, ABC):
@@ -170,7 +170,7 @@ class StreamStore(_Bindable, ABC):
 
     def quarantine(self, batch: StreamBatch, malformed: Sequence[tuple[Entry, str]]) -> None:
         """Keep malformed rows aside; the default drops them (they are counted anyway)."""
-        return None
+        return
 
     def try_read_lock(self, name: str, ttl_ms: int) -> Lease | None:
         return NULL_LEASE
@@ -208,7 +208,7 @@ class RollupStore(_Bindable, ABC):
 
     def recover(self, ref: ReportRef) -> None:
         """Finish interrupted applies; stores whose apply is atomic need nothing."""
-        return None
+        return
 
     @abstractmethod
     def processed_ids(self, ref: ReportRef, entry_ids: Sequence[str]) -> set[str]: ...

@@ -99,7 +99,9 @@ class MemoryRollups(RollupStore):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._definitions: dict[ReportRef, dict[str, Any]] = {}
-        self._rollups: dict[ReportRef, dict[tuple[str, tuple[str, ...], str], dict[str, Fields]]] = {}
+        self._rollups: dict[
+            ReportRef, dict[tuple[str, tuple[str, ...], str], dict[str, Fields]]
+        ] = {}
         self._state: dict[ReportRef, dict[tuple[str, str], int]] = {}
         self._markers: dict[ReportRef, dict[str, int]] = {}
         self._leases: dict[str, object] = {}
@@ -182,7 +184,9 @@ class MemoryRollups(RollupStore):
 
     def list_reports(self, namespace: str) -> list[tuple[str, int]]:
         with self._lock:
-            return sorted((r.name, r.version) for r in self._definitions if r.namespace == namespace)
+            return sorted(
+                (r.name, r.version) for r in self._definitions if r.namespace == namespace
+            )
 
     def _try_lock(self, key: str) -> Lease | None:
         with self._lock:

@@ -1,6 +1,8 @@
 """Processed-entry markers, one file per stream file: ``processed/<folder(group)>.json``.
 
-A marker file is ``{"group": ..., "created_ms": ..., "ids": [...]}``. The group
+A marker file is ``{"group": ..., "created_ms": ..., "ids": [...], "marked_ms":
+{id: ms}}`` (``marked_ms`` says when each id was marked, so cleanup keeps the
+younger ids of a group; ids without one date from ``created_ms``). The group
 of an entry id is what it shares with the other rows of its stream file:
 
 - ``<stream file name>:<seq>`` (file stream) -> ``stream:<stream file name>``;
@@ -75,7 +77,11 @@ def mark(layout: ReportLayout, entry_ids: Iterable[str], now_ms: int) -> None:
             known = set(doc["ids"])
             if ids <= known:
                 continue
-            doc["ids"] = sorted(known | ids)
+            # Rows of one group are marked at different times (bounded batches), and
+            # cleanup must never drop a marker younger than ``before``: keep each id's time.
+            times = _marked_times(doc)
+            times.update(dict.fromkeys(ids - known, now_ms))
+            _set_ids(doc, known | ids, times)
             write_json(path, doc)
 
 
@@ -92,7 +98,7 @@ def forget(layout: ReportLayout, entry_ids: Iterable[str]) -> None:
             if left == known:
                 continue
             if left:
-                doc["ids"] = sorted(left)
+                _set_ids(doc, left, _marked_times(doc))
                 write_json(path, doc)
             else:
                 with contextlib.suppress(FileNotFoundError):
@@ -100,7 +106,7 @@ def forget(layout: ReportLayout, entry_ids: Iterable[str]) -> None:
 
 
 def cleanup_markers(layout: ReportLayout, before_ms: int) -> int:
-    """Delete marker files created before ``before_ms``; the number of ids they held."""
+    """Delete markers made before ``before_ms`` (files left empty go); the number deleted."""
     deleted = 0
     try:
         names = sorted(n for n in os.listdir(layout.base / "processed") if n.endswith(".json"))
@@ -114,10 +120,37 @@ def cleanup_markers(layout: ReportLayout, before_ms: int) -> int:
             doc = _load(layout, rel)
             if doc is None:
                 continue
-            created = doc.get("created_ms")
-            if type(created) is int and created >= before_ms:
+            times = _marked_times(doc)
+            old = {i for i, ms in times.items() if ms is None or ms < before_ms}
+            if not old:
                 continue
-            deleted += len(doc["ids"])
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            deleted += len(old)
+            left = set(times) - old
+            if left:
+                _set_ids(doc, left, times)
+                write_json(path, doc)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
     return deleted
+
+
+def _marked_times(doc: dict[str, Any]) -> dict[str, int | None]:
+    """When each id was marked: its own ``marked_ms`` entry, else the file's ``created_ms``.
+
+    None (unknown) for a file without usable times; cleanup treats those as old.
+    """
+    created = doc.get("created_ms")
+    fallback = created if type(created) is int else None
+    own = doc.get("marked_ms")
+    own = own if isinstance(own, dict) else {}
+    times: dict[str, int | None] = {}
+    for entry_id in doc["ids"]:
+        ms = own.get(entry_id)
+        times[entry_id] = ms if type(ms) is int else fallback
+    return times
+
+
+def _set_ids(doc: dict[str, Any], ids: set[str], times: dict[str, int | None]) -> None:
+    doc["ids"] = sorted(ids)
+    doc["marked_ms"] = {i: times[i] for i in doc["ids"] if times.get(i) is not None}
