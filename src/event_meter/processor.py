@@ -6,6 +6,9 @@ The algorithm lives here once; stores supply the primitives of
 - rows are claimed, so no two live processors hold the same row;
 - ``apply`` marks every entry id of the batch processed in the same
   (atomic or journaled) apply, so a retry of a row that was applied skips it;
+- ``recover`` runs again after each read, before the markers are tested: rows
+  released by a processor that failed inside a journaled apply are marked by
+  the replay of its journal before anyone can count them in another batch;
 - rows are deleted only after ``apply`` returned, and markers are forgotten
   only after the delete succeeded, so a crash between any two steps leaves
   either unapplied rows (applied by the retry) or marked rows (skipped).
@@ -136,6 +139,12 @@ def _one_batch(
                 result.skipped_already_processed += 1  # repeated within the read
             else:
                 fresh[entry.id] = entry
+        # Finish half-done applies again now that these rows are ours: a processor
+        # that failed inside an apply after our first ``recover`` released rows its
+        # journal covers, and we may have read them in a different batch (another
+        # batch id, so the per-file guard would not catch it). Replaying the journal
+        # marks them, so they are skipped below instead of counted twice.
+        rollups.recover(ref)
         done = rollups.processed_ids(ref, list(fresh))
         result.skipped_already_processed += len(done)
         todo = [entry for entry_id, entry in fresh.items() if entry_id not in done]

@@ -187,8 +187,11 @@ class RollupStore(_Bindable, ABC):
       same entries can finish it without counting anything twice. After a
       successful ``apply`` every ``delta.entry_ids`` id is reported by
       ``processed_ids``.
-    - ``recover`` finishes applies that a crashed processor left half done; the
-      processor calls it under its locks before reading the stream.
+    - ``recover`` finishes applies that a crashed or failed processor left half
+      done. The processor calls it under its locks before the first read and
+      again after each read (before ``processed_ids``): rows it now holds may
+      have been half applied by a processor that let them go. It must be safe
+      to run concurrently with another ``recover`` or ``apply`` of the same batch.
     - ``read_rollups`` returns one ``Fields`` (or None) per requested bucket id;
       stored numbers that are not plain decimal integers are left out.
     - ``scan_rollups`` returns every retained ``(bucket id, Fields)`` of one index

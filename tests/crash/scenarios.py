@@ -1,0 +1,147 @@
+"""The crash-safety scenarios as functions over a ``Storage`` (SPEC 9, the last MUST).
+
+Each scenario records the workload, crashes somewhere, retries, and checks the
+rollups against the truth folded by ``crash.workload``. Tests choose the pairing
+and the crash point; nothing here knows which backend it runs on.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import cache, partial
+from pathlib import Path
+
+import pytest
+
+from crash.pairings import DURABLE, Pairing, Storage, fork, harmless, wait
+from crash.points import (
+    POINTS,
+    CrashError,
+    CrashPoint,
+    apply_step,
+    armed,
+    fail,
+    kill,
+    watch_apply_writes,
+)
+from crash.workload import (
+    BATCH_SIZE,
+    Truth,
+    assert_exact,
+    counts_report,
+    fold,
+    interval_report,
+    record,
+    workload,
+)
+from event_meter import Report
+from support import FakeClock
+
+REPORTS = {"intervals": interval_report, "counts": counts_report}
+
+
+@contextmanager
+def recorded(pairing: Pairing, root: Path, clock: FakeClock, namespace: str) -> Iterator[Storage]:
+    """A storage place holding the whole workload, past the claim grace; closed after."""
+    storage = Storage(pairing, root, clock, namespace)
+    try:
+        record(storage.meter(), workload(), clock)
+        storage.close()  # the recording process is done: its log files are closed
+        yield storage
+    finally:
+        storage.close()
+
+
+def truth_of(report: Report) -> Truth:
+    return fold(workload(), intervals=bool(report.intervals))
+
+
+def crash_in_child(storage: Storage, report: Report, crash: CrashPoint) -> str:
+    """One processor that is SIGKILLed at ``crash``; its outcome (see ``wait``)."""
+
+    def body() -> None:
+        meter = storage.meter()
+        with armed(meter, crash, kill):
+            meter.process_pending(report, batch_size=BATCH_SIZE)
+
+    return wait(fork(body))
+
+
+def crash_in_process(storage: Storage, report: Report, crash: CrashPoint) -> None:
+    """One processor that raises ``CrashError`` at ``crash`` and retries at once, in-process."""
+    meter = storage.meter()
+    with armed(meter, crash, fail) as trigger:
+        try:
+            meter.process_pending(report, batch_size=BATCH_SIZE)
+        except CrashError:
+            pass  # an error in delete or forget is logged and swallowed by design
+    assert trigger.fired, f"{crash.name} was never reached ({trigger.count} ticks)"
+
+
+def compete(storage: Storage, report: Report, seed: int, processors: int = 3) -> list[str]:
+    """``processors`` children at once; all but the last die at a seeded random point."""
+    rng = random.Random(seed)
+    plans = [random_point(rng, storage.pairing) for _ in range(processors - 1)] + [None]
+
+    def body(crash: CrashPoint | None) -> None:
+        meter = storage.meter()
+        if crash is None:
+            meter.process_pending(report, batch_size=BATCH_SIZE)
+            return
+        with armed(meter, crash, kill):
+            meter.process_pending(report, batch_size=BATCH_SIZE)
+
+    pids = [fork(partial(body, crash)) for crash in plans]
+    outcomes = [wait(pid) for pid in pids]
+    assert set(outcomes) <= {"killed", "exited"}, outcomes
+    return outcomes
+
+
+def random_point(rng: random.Random, pairing: Pairing, latest: int = 5) -> CrashPoint:
+    """A crash point the pairing supports, at occurrence (or apply) 1 to ``latest``."""
+    choices = [p for p in POINTS if p.runs_on(pairing)]
+    step = apply_step(rng.randint(1, latest), rng.randint(0, 12), torn=rng.random() < 0.3)
+    if step.runs_on(pairing):
+        choices += [step, step]  # the most places to stop at: chosen more often
+    crash = rng.choice(choices)
+    return crash if crash is step else replace(crash, at=rng.randint(1, latest))
+
+
+def finish_and_check(storage: Storage, report: Report) -> None:
+    """A clean pass drains the stream; rollups equal the truth; a further pass finds nothing."""
+    meter = storage.meter()
+    result = meter.process_pending(report, batch_size=BATCH_SIZE)
+    assert result.complete, result
+    assert not result.locked, result
+    assert_exact(meter, report, truth_of(report))
+    again = meter.process_pending(report, batch_size=BATCH_SIZE)
+    assert (again.processed, again.skipped_already_processed, again.malformed) == (0, 0, 0), again
+    assert again.complete, again
+    assert not again.locked, again
+    left = storage.leftovers(meter)
+    assert all(harmless(item) for item in left), f"left behind: {left}"
+
+
+@cache
+def apply_writes(report_kind: str = "intervals") -> tuple[int, tuple[str, ...]]:
+    """The apply with the most file writes in a clean run, and the labels of its steps.
+
+    A dry run of the workload on ``file->file``; the run is deterministic, so the
+    same apply makes the same writes in every test.
+    """
+    seen: dict[int, list[str]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        clock = FakeClock()
+        with recorded(DURABLE[0], Path(folder), clock, "crash:dry-run") as storage:
+            meter = storage.meter()
+            with pytest.MonkeyPatch.context() as mp:
+                watch_apply_writes(
+                    mp, meter, lambda n, label, _: seen.setdefault(n, []).append(label)
+                )
+                meter.process_pending(REPORTS[report_kind](), batch_size=BATCH_SIZE)
+    number = max(seen, key=lambda n: (len(seen[n]), -n))
+    return number, tuple(seen[number])
