@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = [
     "exclusive",
     "fsync_dir",
     "read_json",
+    "remove_stale_temp_files",
     "try_flock",
 ]
 
@@ -45,7 +47,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     Readers see the old content or the new, never a part. With ``fsync`` the
     folder is fsynced too, so the rename itself survives a power loss.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=TEMP_SUFFIX)
     try:
         view = memoryview(data)
         while view:
@@ -64,6 +66,32 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temp_files(folder: Path, max_age_seconds: float) -> int:
+    """Unlink ``atomic_write`` temp files a killed writer left in ``folder``.
+
+    Only dot-prefixed ``.tmp`` files older than ``max_age_seconds`` of real time
+    (mtimes are real time) go, so a live writer's temp file is never touched.
+    Returns how many were removed.
+    """
+    cutoff = time.time() - max_age_seconds
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def read_json(path: Path) -> object | None:

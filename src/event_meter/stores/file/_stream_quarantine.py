@@ -12,7 +12,12 @@ from typing import Any, Final
 import orjson
 
 from event_meter.stores.base import Entry, Undecodable
-from event_meter.stores.file._fs import atomic_write, ensure_dir, try_flock
+from event_meter.stores.file._fs import (
+    atomic_write,
+    ensure_dir,
+    remove_stale_temp_files,
+    try_flock,
+)
 from event_meter.stores.file._stream_claims import INCOMPLETE_LINE
 from event_meter.stores.file._stream_layout import LOCK_SUFFIX, StreamDirs
 
@@ -142,5 +147,7 @@ def housekeep(dirs: StreamDirs, quarantine_age: float, lock_age: float) -> None:
     try:
         remove_expired_quarantine(dirs, quarantine_age, now)
         remove_stale_claim_locks(dirs, lock_age, now)
+        for folder in (dirs.processing, dirs.quarantine):
+            remove_stale_temp_files(folder, lock_age)
     except OSError:
         _logger.warning("file stream housekeeping failed in %s", dirs.logs.parent, exc_info=True)

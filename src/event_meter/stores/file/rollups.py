@@ -39,7 +39,12 @@ from event_meter._keys import ReportRef
 from event_meter._time import now_ms
 from event_meter.stores.base import BatchDelta, Fields, Lease, RollupStore
 from event_meter.stores.file import _journal, _markers, _rollup_files, _state
-from event_meter.stores.file._fs import FlockLease, ensure_dir, try_flock
+from event_meter.stores.file._fs import (
+    FlockLease,
+    ensure_dir,
+    remove_stale_temp_files,
+    try_flock,
+)
 from event_meter.stores.file._layout import (
     CorruptFileError,
     ReportLayout,
@@ -54,6 +59,14 @@ from event_meter.stores.file._layout import (
 __all__ = ["FileRollups"]
 
 _WATERMARK = "auto_cleanup_last_run.json"
+STALE_TEMP_SECONDS = 3_600.0
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 class FileRollups(RollupStore):
@@ -258,6 +271,12 @@ class FileRollups(RollupStore):
                     "processed_entries_deleted": 0,
                 }
             layout.ensure()
+            # Temp files of killed writers in the small folders; those in day
+            # folders go with their folder once it ages out.
+            for folder in (layout.journal_dir, layout.base / "processed", layout.base):
+                remove_stale_temp_files(folder, STALE_TEMP_SECONDS)
+            for folder in _subfolders(layout.base / "state"):
+                remove_stale_temp_files(folder, STALE_TEMP_SECONDS)
             return {
                 "rollup_keys_deleted": _rollup_files.cleanup_rollups(layout, before_ms),
                 "interval_state_keys_deleted": _state.cleanup_state(layout, before_ms, self._now()),
