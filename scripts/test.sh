@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# The README's test command: install what the tests need, lint, type-check, run every test.
+# The README's test command: install what the tests need (system packages
+# included), lint, type-check, and run every test. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Real servers for the backend tests (Debian packages), installed when missing.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
