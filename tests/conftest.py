@@ -8,14 +8,21 @@ import pytest
 import event_meter
 from event_meter import EventMeter
 from event_meter.stores.base import RollupStore, StreamStore
+from pg_server import PostgresServer, session_server, stop_session_server
+from servers import RedisServer
 from support import (
     PAIRINGS,
     ROLLUP_KINDS,
+    SERVICES,
     STREAM_KINDS,
     FakeClock,
+    drop_namespace,
+    kind_params,
     make_rollups,
     make_stream,
+    pairing_params,
     random_namespace,
+    use_redis,
 )
 
 
@@ -29,31 +36,62 @@ def namespace() -> str:
     return random_namespace()
 
 
-@pytest.fixture(params=STREAM_KINDS)
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session (skipped locally without one, fails in CI)."""
+    server = RedisServer()
+    server.start()
+    use_redis(server.url)
+    yield server
+    use_redis(None)
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (skipped locally without one, fails in CI)."""
+    server = session_server()
+    yield server
+    stop_session_server()
+
+
+def _services(request: pytest.FixtureRequest, *kinds: str) -> None:
+    """Start the servers ``kinds`` need (only when a test uses such a kind)."""
+    for kind in kinds:
+        if kind in SERVICES:
+            request.getfixturevalue(SERVICES[kind])
+
+
+@pytest.fixture(params=kind_params(STREAM_KINDS))
 def stream_store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, namespace: str
 ) -> Iterator[StreamStore]:
+    _services(request, request.param)
     store = make_stream(request.param, tmp_path / "stream")
     store.bind(namespace=namespace, clock=clock)
     yield store
     store.close()
+    drop_namespace([request.param], namespace)
 
 
-@pytest.fixture(params=ROLLUP_KINDS)
+@pytest.fixture(params=kind_params(ROLLUP_KINDS))
 def rollup_store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, namespace: str
 ) -> Iterator[RollupStore]:
+    _services(request, request.param)
     store = make_rollups(request.param, tmp_path / "rollups")
     store.bind(namespace=namespace, clock=clock)
     yield store
     store.close()
+    drop_namespace([request.param], namespace)
 
 
-@pytest.fixture(params=PAIRINGS, ids=lambda p: f"{p[0]}->{p[1]}")
+@pytest.fixture(params=pairing_params(PAIRINGS), ids=lambda p: f"{p[0]}->{p[1]}")
 def meter(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, namespace: str
 ) -> Iterator[EventMeter]:
     stream_kind, rollup_kind = request.param
+    _services(request, stream_kind, rollup_kind)
     instance = EventMeter(
         namespace=namespace,
         stream_storage=make_stream(stream_kind, tmp_path / "stream"),
@@ -63,6 +101,7 @@ def meter(
     yield instance
     instance.stream.close()
     instance.rollups.close()
+    drop_namespace(request.param, namespace)
 
 
 @pytest.fixture(autouse=True)

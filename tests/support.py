@@ -2,6 +2,9 @@
 
 Later backends join by adding a name to ``STREAM_KINDS`` / ``ROLLUP_KINDS`` and a
 branch to the factories; every contract and scenario test then runs on them.
+Kinds that need a server (``redis``) carry its marker through ``kind_params`` /
+``pairing_params``, and the conftest fixtures start the server on first use
+(``SERVICES``: kind -> session fixture name).
 """
 
 from __future__ import annotations
@@ -11,15 +14,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from event_meter import EventMeter, WriteResult
 from event_meter.stores.base import RollupStore, StreamStore
 from event_meter.stores.file.rollups import FileRollups
 from event_meter.stores.file.stream import FileStream
 from event_meter.stores.memory import MemoryRollups, MemoryStream
 
-STREAM_KINDS = ("memory", "file")
-ROLLUP_KINDS = ("memory", "file")
-PAIRINGS = (("memory", "memory"), ("file", "file"), ("file", "memory"), ("memory", "file"))
+STREAM_KINDS = ("memory", "file", "redis")
+ROLLUP_KINDS = ("memory", "file", "redis", "postgres")
+PAIRINGS = (
+    ("memory", "memory"),
+    ("file", "file"),
+    ("file", "memory"),
+    ("memory", "file"),
+    ("file", "redis"),
+    ("redis", "redis"),
+    ("file", "postgres"),
+    ("redis", "postgres"),
+)
+SERVICES = {"redis": "redis_server", "postgres": "postgres_server"}
+_MARKS = {"redis": pytest.mark.redis, "postgres": pytest.mark.postgres}
+_redis_url: str | None = None
 T0 = datetime(2026, 5, 6, 10, 15, 0, tzinfo=UTC)
 
 
@@ -45,11 +62,41 @@ def random_namespace(odd: bool = False) -> str:
     return f"test ns:{token}/ä%_|=" if odd else f"test:{token}"
 
 
+def kind_params(kinds: tuple[str, ...]) -> list[Any]:
+    """``kinds`` as pytest params, each marked with its service marker (``redis``)."""
+    return [pytest.param(kind, marks=_MARKS[kind]) if kind in _MARKS else kind for kind in kinds]
+
+
+def pairing_params(pairings: tuple[tuple[str, str], ...]) -> list[Any]:
+    """``(stream kind, rollup kind)`` params marked with every service they need."""
+    out: list[Any] = []
+    for pair in pairings:
+        marks = [_MARKS[kind] for kind in dict.fromkeys(pair) if kind in _MARKS]
+        out.append(pytest.param(pair, marks=marks) if marks else pair)
+    return out
+
+
+def use_redis(url: str | None) -> None:
+    """Point the ``redis`` kind at a running server (set by the ``redis_server`` fixture)."""
+    global _redis_url
+    _redis_url = url
+
+
+def redis_url() -> str:
+    if _redis_url is None:
+        raise RuntimeError("the redis kind needs the redis_server fixture (request it first)")
+    return _redis_url
+
+
 def make_stream(kind: str, path: Path) -> StreamStore:
     if kind == "memory":
         return MemoryStream()
     if kind == "file":
         return FileStream(path, sync="flush")
+    if kind == "redis":
+        from event_meter.stores.redis.stream import RedisStream
+
+        return RedisStream(url=redis_url())
     raise ValueError(f"unknown stream kind {kind!r}")
 
 
@@ -58,7 +105,34 @@ def make_rollups(kind: str, path: Path) -> RollupStore:
         return MemoryRollups()
     if kind == "file":
         return FileRollups(path)
+    if kind == "redis":
+        from event_meter.stores.redis.rollups import RedisRollups
+
+        return RedisRollups(url=redis_url())
+    if kind == "postgres":
+        import pg_server
+        from event_meter.stores.postgres import PostgresRollups
+
+        url = pg_server.session_server().dsn
+        return PostgresRollups(url=url, table_prefix=pg_server.new_table_prefix())
     raise ValueError(f"unknown rollup kind {kind!r}")
+
+
+def drop_namespace(kinds: tuple[str, ...] | list[str], namespace: str) -> None:
+    """Delete a test namespace's keys from the servers its kinds used (nothing global)."""
+    if "postgres" in kinds:
+        import pg_server
+
+        pg_server.drop_test_tables()  # the test's own table prefixes
+    if "redis" in kinds and _redis_url is not None:
+        import redis
+
+        from event_meter.stores.redis._client import glob_escape
+
+        with redis.Redis.from_url(_redis_url) as client:
+            keys = list(client.scan_iter(match=f"{glob_escape(namespace)}:*", count=1_000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i : i + 500])
 
 
 def past_minute_clock(clock: FakeClock, minutes: int = 2) -> None:

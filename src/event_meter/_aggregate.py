@@ -1,17 +1,18 @@
 """Fold validated events into minute and hour rollup deltas (SPEC 9, steps 6-7).
 
-This is the processing hot path. Each event costs one dict lookup per
-applicable index plus in-place integer updates on a preallocated list; index
-keys are cached per value, and hour rollups are derived from the minute
-accumulators once per batch instead of once per event.
+This is the processing hot path. Each event costs one cached lookup that
+gives every index key and interval state key of its param values at once, then
+one dict lookup per applicable index and in-place integer updates on a
+preallocated list; hour rollups are derived from the minute accumulators once
+per batch instead of once per event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from event_meter._keys import ALL_INDEX_KEY, esc, value_text
+from event_meter._keys import index_key, value_text
 from event_meter._payload import PendingEvent
 from event_meter._time import HOUR_MS, MINUTE_MS, bucket_id
 from event_meter.report import Report
@@ -23,73 +24,17 @@ __all__ = ["Aggregator"]
 _BIG: Final = 1 << 62
 # Accumulator slots, in FIELDS order; min slots start at +inf, max slots at -inf.
 _TEMPLATE: Final = [0, 0, 0, 0, _BIG, -_BIG, 0, 0, _BIG, -_BIG, 0, 0, _BIG, -_BIG]
-_CACHE_LIMIT: Final = 200_000
-Keyer = Callable[[Mapping[str, Any]], str | None]
+_ROW_CACHE_LIMIT: Final = 50_000
+# Values of these exact types render alike whenever they are equal, so they can
+# share a cache entry. Floats cannot (0.0 == -0.0, rendered "0.0" and "-0.0");
+# 1, 1.0 and True are equal too, which is why the cache key holds the types.
+_CACHEABLE: Final = frozenset((str, int, bool, type(None)))
 
-
-def _all_keyer(params: Mapping[str, Any]) -> str:
-    return ALL_INDEX_KEY
-
-
-def _single_keyer(param: str) -> Keyer:
-    prefix = f"{esc(param)}="
-    by_str: dict[str, str] = {}
-    by_int: dict[int, str] = {}
-
-    def key(params: Mapping[str, Any]) -> str | None:
-        value = params.get(param)
-        if value is None:
-            return None
-        kind = type(value)
-        # Caches are split by type: 1, 1.0 and True are equal dict keys but
-        # render as "1", "1.0" and "true".
-        if kind is str:
-            found = by_str.get(value)
-            if found is None:
-                if len(by_str) > _CACHE_LIMIT:
-                    by_str.clear()
-                found = by_str[value] = prefix + esc(value)
-            return found
-        if kind is int:
-            found = by_int.get(value)
-            if found is None:
-                if len(by_int) > _CACHE_LIMIT:
-                    by_int.clear()
-                found = by_int[value] = prefix + str(value)
-            return found
-        return prefix + esc(value_text(value))
-
-    return key
-
-
-def _multi_keyer(params_of_index: tuple[str, ...]) -> Keyer:
-    prefixes = [f"{esc(p)}=" for p in params_of_index]
-    by_strs: dict[tuple[Any, ...], str] = {}
-
-    def key(params: Mapping[str, Any]) -> str | None:
-        values = tuple([params.get(p) for p in params_of_index])
-        if None in values:
-            return None
-        found = by_strs.get(values) if all(type(v) is str for v in values) else None
-        if found is None:
-            found = "|".join(
-                prefix + esc(value_text(v)) for prefix, v in zip(prefixes, values, strict=True)
-            )
-            if all(type(v) is str for v in values):
-                if len(by_strs) > _CACHE_LIMIT:
-                    by_strs.clear()
-                by_strs[values] = found
-        return found
-
-    return key
-
-
-def _keyer(index: tuple[str, ...]) -> Keyer:
-    if not index:
-        return _all_keyer
-    if len(index) == 1:
-        return _single_keyer(index[0])
-    return _multi_keyer(index)
+StateKey = tuple[str, str]
+# Per rule: the state key and the group index positions that get its sample.
+RuleRow = tuple[StateKey, tuple[int, ...]]
+# One event's index keys (None: index not applicable) and applicable interval rules.
+Row = tuple[tuple[str | None, ...], tuple[RuleRow, ...]]
 
 
 class Aggregator:
@@ -97,14 +42,46 @@ class Aggregator:
 
     def __init__(self, report: Report) -> None:
         self.indexes = report.indexes
-        self._keyers = [_keyer(index) for index in self.indexes]
-        self._position = {index: i for i, index in enumerate(self.indexes)}
+        position = {index: i for i, index in enumerate(self.indexes)}
         rules: dict[str, list[int]] = {}
         for rule in report.intervals:
-            rules.setdefault(rule.param, []).append(self._position[rule.group_by])
+            rules.setdefault(rule.param, []).append(position[rule.group_by])
         self.interval_params = tuple(rules)
-        self._rules = list(rules.items())
+        self._rules = [(param, tuple(positions)) for param, positions in rules.items()]
+        # Every param a key depends on: the values that decide an event's ``Row``.
+        used = {param for index in self.indexes for param in index} | set(rules)
+        self._params = tuple(sorted(used))
+        self._rows: dict[tuple[Any, ...], Row] = {}
         self._bucket_ids: dict[tuple[int, str], str] = {}
+
+    def _row(self, params: Mapping[str, Any]) -> Row:
+        """The ``Row`` of ``params``, from the cache when its values allow one."""
+        values = tuple(map(params.get, self._params))
+        kinds = tuple(map(type, values))
+        try:
+            found = self._rows.get(values + kinds)
+        except TypeError:  # an unhashable value (list, dict): computed every time
+            return self._compute(params)
+        if found is None:
+            found = self._compute(params)
+            if _CACHEABLE.issuperset(kinds):
+                if len(self._rows) >= _ROW_CACHE_LIMIT:
+                    self._rows.clear()
+                self._rows[values + kinds] = found
+        return found
+
+    def _compute(self, params: Mapping[str, Any]) -> Row:
+        keys = tuple(
+            None if any(params.get(param) is None for param in index) else index_key(index, params)
+            for index in self.indexes
+        )
+        rules: list[RuleRow] = []
+        for param, positions in self._rules:
+            value = params.get(param)
+            applicable = tuple(p for p in positions if keys[p] is not None)
+            if value is not None and applicable:
+                rules.append(((param, value_text(value)), applicable))
+        return keys, tuple(rules)
 
     def state_keys(self, events: Iterable[PendingEvent]) -> set[tuple[str, str]]:
         """The interval state keys a batch needs to read before ``build``."""
@@ -125,26 +102,39 @@ class Aggregator:
     ) -> BatchDelta:
         """Aggregate ``events`` (stream order); ``state`` is updated in place."""
         minutes: dict[int, list[dict[str, list[int]]]] = {}
-        keyers = list(enumerate(self._keyers))
-        n_indexes = len(keyers)
-        rules = self._rules
+        n_indexes = len(self.indexes)
         new_state: dict[tuple[str, str], int] = {}
+        # The body of ``_row`` inlined: this loop runs once per event.
+        rows = self._rows
+        row_of = self._row
+        names = self._params
+        last_minute = -1
+        cells: list[dict[str, list[int]]] = []
         for _, status, started, duration, params in events:
             minute = started - started % MINUTE_MS
-            cells = minutes.get(minute)
-            if cells is None:
-                cells = minutes[minute] = [{} for _ in range(n_indexes)]
-            keys: list[str | None] = []
-            for position, keyer in keyers:
-                key = keyer(params)
-                keys.append(key)
+            if minute != last_minute:  # stream order: mostly the previous minute
+                found_cells = minutes.get(minute)
+                if found_cells is None:
+                    found_cells = minutes[minute] = [{} for _ in range(n_indexes)]
+                cells = found_cells
+                last_minute = minute
+            values = tuple(map(params.get, names))
+            try:
+                row = rows.get(values + tuple(map(type, values)))
+            except TypeError:
+                row = None
+            if row is None:
+                row = row_of(params)
+            keys = row[0]
+            status_slot = 1 + status
+            for cell, key in zip(cells, keys, strict=True):
                 if key is None:
                     continue
-                acc = cells[position].get(key)
+                acc = cell.get(key)
                 if acc is None:
-                    acc = cells[position][key] = _TEMPLATE.copy()
+                    acc = cell[key] = _TEMPLATE.copy()
                 acc[0] += 1
-                acc[1 + status] += 1
+                acc[status_slot] += 1
                 if started < acc[4]:
                     acc[4] = started
                 if started > acc[5]:
@@ -156,14 +146,7 @@ class Aggregator:
                         acc[8] = duration
                     if duration > acc[9]:
                         acc[9] = duration
-            for param, positions in rules:
-                value = params.get(param)
-                if value is None:
-                    continue
-                applicable = [p for p in positions if keys[p] is not None]
-                if not applicable:
-                    continue
-                state_key = (param, value_text(value))
+            for state_key, applicable in row[1]:
                 previous = state.get(state_key)
                 if previous is not None and started <= previous:
                     continue  # state only moves forward; late events give no sample
@@ -229,17 +212,53 @@ def _merge_acc(into: list[int], acc: list[int]) -> None:
             into[slot] = acc[slot]
 
 
+(
+    _COUNT,
+    _SUCCESS,
+    _FAILURE,
+    _SKIPPED,
+    _STARTED_MIN,
+    _STARTED_MAX,
+    _DURATION_COUNT,
+    _DURATION_SUM,
+    _DURATION_MIN,
+    _DURATION_MAX,
+    _INTERVAL_COUNT,
+    _INTERVAL_SUM,
+    _INTERVAL_MIN,
+    _INTERVAL_MAX,
+) = FIELDS
+
+
 def _fields(acc: list[int]) -> Fields:
-    """Accumulator -> stored fields: zero sums and unknown min/max left out."""
-    fields: Fields = {}
-    for slot, name in enumerate(FIELDS):
-        value = acc[slot]
-        if slot in (4, 8, 12):
-            if value != _BIG:
-                fields[name] = value
-        elif slot in (5, 9, 13):
-            if value != -_BIG:
-                fields[name] = value
-        elif value or slot == 0:
-            fields[name] = value
+    """Accumulator -> stored fields, in FIELDS order: zero sums and unknown min/max left out."""
+    count, success, failure, skipped, s_min, s_max, d_count, d_sum, d_min, d_max = acc[:10]
+    fields: Fields = {_COUNT: count}
+    if success:
+        fields[_SUCCESS] = success
+    if failure:
+        fields[_FAILURE] = failure
+    if skipped:
+        fields[_SKIPPED] = skipped
+    if s_min != _BIG:
+        fields[_STARTED_MIN] = s_min
+    if s_max != -_BIG:
+        fields[_STARTED_MAX] = s_max
+    if d_count:
+        fields[_DURATION_COUNT] = d_count
+    if d_sum:
+        fields[_DURATION_SUM] = d_sum
+    if d_min != _BIG:
+        fields[_DURATION_MIN] = d_min
+    if d_max != -_BIG:
+        fields[_DURATION_MAX] = d_max
+    i_count, i_sum, i_min, i_max = acc[10:]
+    if i_count:
+        fields[_INTERVAL_COUNT] = i_count
+    if i_sum:
+        fields[_INTERVAL_SUM] = i_sum
+    if i_min != _BIG:
+        fields[_INTERVAL_MIN] = i_min
+    if i_max != -_BIG:
+        fields[_INTERVAL_MAX] = i_max
     return fields

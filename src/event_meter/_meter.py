@@ -27,7 +27,20 @@ _STORE_OPTIONS = frozenset(
 )
 
 
+def _redis_store(role: str, config: Config) -> Any:
+    """A Redis store on ``config.redis``; the store calls a factory once per purpose."""
+    if role == "stream":
+        from event_meter.stores.redis.stream import RedisStream
+
+        return RedisStream(config.redis, read_limit=config.redis_read_limit)
+    from event_meter.stores.redis.rollups import RedisRollups
+
+    return RedisRollups(config.redis, ttl_ms=config.rollup_ttl_ms)
+
+
 def _store(value: Any, role: str, config: Config) -> Any:
+    if value is None and config.redis is not None:
+        return _redis_store(role, config)
     if value is None:
         path = embedded_path()
         from event_meter.stores.file.rollups import FileRollups
@@ -37,7 +50,11 @@ def _store(value: Any, role: str, config: Config) -> Any:
     if isinstance(value, str):
         try:
             return store_from_url(
-                value, "stream" if role == "stream" else "rollups", stream_sync=config.stream_sync
+                value,
+                "stream" if role == "stream" else "rollups",
+                stream_sync=config.stream_sync,
+                redis_read_limit=config.redis_read_limit,
+                rollup_ttl_ms=config.rollup_ttl_ms,
             )
         except ConfigurationError as exc:  # name the option, as every config error does
             raise ConfigurationError(f"{role}_storage={value!r} is invalid: {exc}") from exc

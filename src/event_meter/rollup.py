@@ -37,16 +37,15 @@ _KNOWN: Final = frozenset(FIELDS)
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 
 
-def clean_fields(raw: Mapping[str, Any]) -> dict[str, int]:
+def clean_fields(raw: Mapping[Any, Any]) -> dict[str, int]:
     """Known fields whose stored value is a plain decimal integer; the rest is absent.
 
     Accepts ints (not bools) and decimal text (``"12"``, ``b"12"``), so every
     backend treats a corrupt stored number the same way.
     """
     out: dict[str, int] = {}
-    for name, value in raw.items():
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
+    for key, value in raw.items():
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         if name not in _KNOWN:
             continue
         kind = type(value)

@@ -101,7 +101,7 @@ def rich_delta(tag: str = "a") -> BatchDelta:
 
 
 def read_one(store: FileRollups, file: RollupFile, key: str) -> Fields | None:
-    return store.read_rollups(REF, file.granularity, file.index, key, [file.bucket_id])[0]
+    return store.read_rollups(REF, file.granularity, file.params, key, [file.bucket_id])[0]
 
 
 # -- definitions -------------------------------------------------------------
@@ -342,7 +342,7 @@ def test_state_merges_by_max_and_reads_only_known_keys(store: FileRollups) -> No
 
 def bucket_path(store: FileRollups, file: RollupFile) -> Path:
     layout = ReportLayout(store.path, REF)
-    return layout.base / layout.rollup_rel(file.granularity, file.bucket_id, file.index)
+    return layout.base / layout.rollup_rel(file.granularity, file.bucket_id, file.params)
 
 
 def test_corrupt_stored_numbers_are_treated_as_absent(store: FileRollups) -> None:

@@ -21,12 +21,18 @@ if TYPE_CHECKING:
     from event_meter.stores.file.rollups import FileRollups
     from event_meter.stores.file.stream import FileStream
     from event_meter.stores.memory import MemoryRollups, MemoryStream
+    from event_meter.stores.postgres import PostgresRollups
+    from event_meter.stores.redis.rollups import RedisRollups
+    from event_meter.stores.redis.stream import RedisStream
 
 __all__ = [
     "FileRollups",
     "FileStream",
     "MemoryRollups",
     "MemoryStream",
+    "PostgresRollups",
+    "RedisRollups",
+    "RedisStream",
     "embedded_path",
     "store_from_url",
 ]
@@ -39,13 +45,22 @@ _CLASSES: dict[str, str] = {
     "MemoryRollups": "event_meter.stores.memory",
     "FileStream": "event_meter.stores.file.stream",
     "FileRollups": "event_meter.stores.file.rollups",
+    "RedisStream": "event_meter.stores.redis.stream",
+    "RedisRollups": "event_meter.stores.redis.rollups",
+    "PostgresRollups": "event_meter.stores.postgres.rollups",
 }
 
 # scheme -> (stream class, rollup class); None where the role is not offered.
 SCHEMES: dict[str, tuple[str | None, str | None]] = {
     "memory": ("MemoryStream", "MemoryRollups"),
     "file": ("FileStream", "FileRollups"),
+    "redis": ("RedisStream", "RedisRollups"),
+    "rediss": ("RedisStream", "RedisRollups"),
+    "unix": ("RedisStream", "RedisRollups"),
+    "postgresql": (None, "PostgresRollups"),
+    "postgres": (None, "PostgresRollups"),
 }
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def __getattr__(name: str) -> Any:
@@ -75,7 +90,12 @@ def file_path_of(url: str) -> Path:
 
 
 def store_from_url(
-    url: str, role: Role, *, stream_sync: str = "flush"
+    url: str,
+    role: Role,
+    *,
+    stream_sync: str = "flush",
+    redis_read_limit: int | None = None,
+    rollup_ttl_ms: int | None = None,
 ) -> StreamStore | RollupStore:
     """A new store for ``url`` in ``role`` ("stream" or "rollups")."""
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
@@ -89,6 +109,13 @@ def store_from_url(
     cls = __getattr__(class_name)
     if scheme == "memory":
         return cls()  # type: ignore[no-any-return]
+    if scheme in REDIS_SCHEMES:
+        if role == "stream":
+            return cls(url=url, read_limit=redis_read_limit)  # type: ignore[no-any-return]
+        ttl = {} if rollup_ttl_ms is None else {"ttl_ms": rollup_ttl_ms}
+        return cls(url=url, **ttl)  # type: ignore[no-any-return]
+    if class_name == "PostgresRollups":
+        return cls(url=url)  # type: ignore[no-any-return]
     if role == "stream":
         return cls(file_path_of(url), sync=stream_sync)  # type: ignore[no-any-return]
     return cls(file_path_of(url))  # type: ignore[no-any-return]

@@ -42,12 +42,13 @@ Fields = dict[str, int]
 class RollupFile(NamedTuple):
     """Where a group of rollups lives: granularity, bucket id and index params.
 
-    ``index`` is the sorted tuple of param names (``()`` for the all index).
+    ``params`` is the sorted tuple of the index's param names (``()`` for the
+    all index). (Not called ``index``: that would shadow ``tuple.index``.)
     """
 
     granularity: str
     bucket_id: str
-    index: tuple[str, ...]
+    params: tuple[str, ...]
 
 
 class Undecodable(NamedTuple):

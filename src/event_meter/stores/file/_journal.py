@@ -32,7 +32,7 @@ def encode(delta: BatchDelta, now_ms: int) -> dict[str, Any]:
         "created_ms": now_ms,
         "entry_ids": list(delta.entry_ids),
         "rollups": [
-            [file.granularity, file.bucket_id, list(file.index), keys]
+            [file.granularity, file.bucket_id, list(file.params), keys]
             for file, keys in delta.rollups.items()
         ],
         "state": [[param, value, ms] for (param, value), ms in delta.state.items()],

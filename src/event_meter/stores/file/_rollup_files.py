@@ -92,6 +92,9 @@ def merge_rollups(delta: Mapping[str, Fields]) -> Callable[[dict[str, Any]], Non
     def merge(stored: dict[str, Any]) -> None:
         for key, fields in delta.items():
             current = stored.get(key)
+            if current is None:
+                stored[key] = dict(fields)  # what merging into {} gives, without the laws
+                continue
             merged = clean_fields(current) if isinstance(current, dict) else {}
             stored[key] = merge_fields(merged, fields)
 

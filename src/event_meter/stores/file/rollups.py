@@ -172,7 +172,7 @@ class FileRollups(RollupStore):
     def _replay(layout: ReportLayout, delta: BatchDelta, now: int) -> None:
         """Steps 2-4 of an apply; each one is idempotent, so replays may overlap."""
         for file, keys in delta.rollups.items():
-            rel = layout.rollup_rel(file.granularity, file.bucket_id, file.index)
+            rel = layout.rollup_rel(file.granularity, file.bucket_id, file.params)
             merge = _rollup_files.merge_rollups(keys)
             _rollup_files.update_guarded(layout, rel, "rollups", delta.batch_id, now, merge)
         for rel, state_keys in _state.group_by_shard(delta.state).items():
