@@ -4,7 +4,8 @@ A crash point patches one place of the processing path so that the n-th time it
 is reached a ``Trigger`` fires: ``kill`` (SIGKILL of the current process) or
 ``fail`` (raise ``CrashError``). Generic points wrap store methods of the meter,
 so they work on every backend; the others need a backend feature
-(``file_stream`` or ``file_rollups``) and patch that backend's write primitives.
+(``file_stream``, ``file_rollups`` or ``redis_rollups``) and patch that
+backend's write primitives.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any, Final
 
 import pytest
 
-from crash.pairings import FILE_ROLLUPS, FILE_STREAM, Pairing
+from crash.pairings import FILE_ROLLUPS, FILE_STREAM, REDIS_ROLLUPS, Pairing
 from event_meter import EventMeter
 from event_meter.stores.file import _fs, _journal, _layout, _stream_claims
 from event_meter.stores.file._layout import ReportLayout
+from event_meter.stores.redis import _apply
 
 
 class CrashError(Exception):
@@ -151,12 +153,12 @@ def watch_apply_writes(
 
     real_write = _fs.atomic_write  # what _layout and _stream_claims call
 
-    def write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    def write(path: Path, data: bytes, *, fsync: bool = True, sync_dir: bool = True) -> None:
         # A write into a missing folder fails untouched and is retried after a mkdir:
         # it is not a step of its own.
         if current[1] and path.parent.is_dir():
             on_write(current[1], label_of(path), lambda: torn_temp(path, data))
-        real_write(path, data, fsync=fsync)
+        real_write(path, data, fsync=fsync, sync_dir=sync_dir)
 
     real_remove = _journal.remove
 
@@ -236,13 +238,77 @@ def _offset_write(*, torn: bool) -> Install:
     def install(mp: pytest.MonkeyPatch, meter: EventMeter, trigger: Trigger) -> None:
         real = _fs.atomic_write
 
-        def write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+        def write(path: Path, data: bytes, *, fsync: bool = True, sync_dir: bool = True) -> None:
             trigger.tick("offset", (lambda: torn_temp(path, data)) if torn else None)
             real(path, data, fsync=fsync)
 
         mp.setattr(_stream_claims, "atomic_write", write)
 
     return install
+
+
+def watch_redis_apply(
+    mp: pytest.MonkeyPatch, meter: EventMeter, on_step: Callable[[str, Callable[[], None]], None]
+) -> None:
+    """Call ``on_step(label, partial)`` before every script call of a Redis apply.
+
+    The steps of one ``RedisRollups.apply`` (see ``stores/redis/_apply.py``) are
+    ``begin`` (the journal entry), ``chunk-<i>`` (before chunk script ``i`` of the
+    pipelined chunks), ``markers-<i>`` (before marker script ``i``) and
+    ``cleanup`` (before the journal entry and guards are deleted). ``partial``
+    sends the calls of the pipeline before this one, as a client killed while
+    writing its pipeline would leave it. Replays by ``recover`` are not steps.
+    """
+    inside = [False]
+    original_apply = meter.rollups.apply
+
+    def apply(*args: Any, **kwargs: Any) -> Any:
+        inside[0] = True
+        try:
+            return original_apply(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    real_begin = _apply.BEGIN
+    real_pipeline = _apply.run_pipeline
+
+    def begin(client: Any, keys: Any, args: Any) -> Any:
+        if inside[0]:
+            on_step("begin", lambda: None)
+        return real_begin(client, keys, args)
+
+    def run_pipeline(client: Any, calls: Any) -> list[Any]:
+        if not inside[0]:
+            return real_pipeline(client, calls)
+        kind = "chunk" if calls[0][0] is _apply.CHUNK else "markers"
+        for i in range(len(calls)):
+            on_step(f"{kind}-{i}", lambda i=i: real_pipeline(client, calls[:i]) if i else None)
+        replies = real_pipeline(client, calls)
+        if kind == "markers":
+            on_step("cleanup", lambda: None)
+        return replies
+
+    mp.setattr(meter.rollups, "apply", apply)
+    mp.setattr(_apply, "BEGIN", begin)
+    mp.setattr(_apply, "run_pipeline", run_pipeline)
+
+
+REDIS_ROLLUP_SET: Final = frozenset({REDIS_ROLLUPS})
+REDIS_STEPS: Final = ("begin", "chunk-0", "chunk-2", "markers-0", "cleanup")
+"""Steps every Redis apply of the workload has (chunks of 4 keys: see the conftest)."""
+
+
+def redis_apply_step(label: str, at: int = 3) -> CrashPoint:
+    """Crash at step ``label`` of the ``at``-th Redis apply (see ``watch_redis_apply``)."""
+
+    def install(mp: pytest.MonkeyPatch, meter: EventMeter, trigger: Trigger) -> None:
+        def on_step(step: str, partial: Callable[[], None]) -> None:
+            if step == label:
+                trigger.tick(step, partial)
+
+        watch_redis_apply(mp, meter, on_step)
+
+    return CrashPoint(f"redis-apply-{label}", at, install, REDIS_ROLLUP_SET)
 
 
 # Points with their occurrence; ``at`` is tuned so the crash lands mid-stream.
@@ -255,6 +321,7 @@ POINTS: Final = (
     CrashPoint("delete-before-offset-unlink", 1, _unlink_point(".offset"), FILE_STREAM_SET),
     CrashPoint("delete-before-offset-write", 2, _offset_write(torn=False), FILE_STREAM_SET),
     CrashPoint("delete-torn-offset-write", 2, _offset_write(torn=True), FILE_STREAM_SET),
+    *(redis_apply_step(label) for label in REDIS_STEPS),
 )
 
 

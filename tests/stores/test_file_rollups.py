@@ -182,10 +182,10 @@ def failing_after(k: int) -> Callable[[Path, bytes], None]:
     real = REAL_ATOMIC_WRITE
     done = [0]
 
-    def write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    def write(path: Path, data: bytes, *, fsync: bool = True, sync_dir: bool = True) -> None:
         if done[0] >= k:
             raise OSError(28, "No space left on device (simulated)", str(path))
-        real(path, data, fsync=fsync)
+        real(path, data, fsync=fsync, sync_dir=sync_dir)
         done[0] += 1  # counted once written (a missing folder makes the first try fail)
 
     return write
@@ -195,8 +195,8 @@ def count_writes(tmp_path: Path, delta: BatchDelta, monkeypatch: pytest.MonkeyPa
     writes = [0]
     real = REAL_ATOMIC_WRITE
 
-    def counting(path: Path, data: bytes, *, fsync: bool = True) -> None:
-        real(path, data, fsync=fsync)
+    def counting(path: Path, data: bytes, *, fsync: bool = True, sync_dir: bool = True) -> None:
+        real(path, data, fsync=fsync, sync_dir=sync_dir)
         writes[0] += 1
 
     with monkeypatch.context() as patch:

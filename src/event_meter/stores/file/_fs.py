@@ -41,11 +41,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True, sync_dir: bool = True) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, rename over ``path``.
 
     Readers see the old content or the new, never a part. With ``fsync`` the
-    folder is fsynced too, so the rename itself survives a power loss.
+    folder is fsynced too, so the rename itself survives a power loss; a caller
+    writing many files may pass ``sync_dir=False`` and ``fsync_dir`` each folder
+    once before it relies on the renames.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=TEMP_SUFFIX)
     try:
@@ -58,7 +60,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
-        if fsync:
+        if fsync and sync_dir:
             fsync_dir(path.parent)
     except BaseException:
         if fd >= 0:

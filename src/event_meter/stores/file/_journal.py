@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from event_meter.stores.base import BatchDelta, RollupFile
+from event_meter.stores.file._fs import fsync_dir
 from event_meter.stores.file._layout import (
     CorruptFileError,
     ReportLayout,
@@ -91,3 +92,6 @@ def remove(layout: ReportLayout, batch_id: str) -> None:
     """Unlink the journal of ``batch_id`` (idempotent: a concurrent replayer may have)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(layout.journal(batch_id))
+        # Durable: files prune a batch's id once its journal is gone, so a
+        # journal that came back after a power loss could be replayed twice.
+        fsync_dir(layout.journal_dir)

@@ -160,18 +160,19 @@ def load_json(path: Path) -> Any:
         raise CorruptFileError(path, f"not JSON ({exc})") from None
 
 
-def write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object, *, sync_dir: bool = True) -> None:
     """Atomically replace ``path`` with compact JSON, creating its folder when missing.
 
     A missing folder is created on the first failure only (cleanup may remove an
     emptied day folder between our mkdir and our write, so the retry covers that race).
+    ``sync_dir=False`` leaves the folder fsync to the caller (see ``atomic_write``).
     """
     data = orjson.dumps(value)
     try:
-        atomic_write(path, data)
+        atomic_write(path, data, sync_dir=sync_dir)
     except FileNotFoundError:
         ensure_dir(path.parent)
-        atomic_write(path, data)
+        atomic_write(path, data, sync_dir=sync_dir)
 
 
 def set_aside(path: Path, now_ms: int) -> None:

@@ -50,6 +50,7 @@ def update_guarded(
     batch_id: str,
     now_ms: int,
     merge: Callable[[dict[str, Any]], None],
+    unsynced_dirs: set[Path] | None = None,
 ) -> bool:
     """Merge one batch into the data file ``rel`` at most once; True when it changed.
 
@@ -62,6 +63,8 @@ def update_guarded(
     Because of that second check a record is needed only while its journal
     exists, so records of finished batches are pruned on every write; the map
     holds in-flight batches plus the last writer, and files stay small to scan.
+    With ``unsynced_dirs`` the folder fsync is left to the caller: the folder is
+    added to the set, to be fsynced once for all files of the batch.
     """
     with layout.locked(rel) as path:
         try:
@@ -82,7 +85,9 @@ def update_guarded(
             if not layout.journal(old).exists():
                 del applied[old]
         applied[batch_id] = now_ms
-        write_json(path, {section: data, "applied": applied})
+        write_json(path, {section: data, "applied": applied}, sync_dir=unsynced_dirs is None)
+        if unsynced_dirs is not None:
+            unsynced_dirs.add(path.parent)
         return True
 
 

@@ -42,6 +42,7 @@ from event_meter.stores.file import _journal, _markers, _rollup_files, _state
 from event_meter.stores.file._fs import (
     FlockLease,
     ensure_dir,
+    fsync_dir,
     remove_stale_temp_files,
     try_flock,
 )
@@ -144,10 +145,13 @@ class FileRollups(RollupStore):
         with storage_errors("apply", layout.base):
             if not (delta.rollups or delta.state or delta.entry_ids):
                 return
-            if delta.entry_ids and len(_markers.processed_ids(layout, delta.entry_ids)) == len(
-                set(delta.entry_ids)
-            ):
-                return  # markers are written last: every file already has this batch
+            # Markers are written last, so marked ids mean every file already has
+            # this batch. A delta never mixes marked and unmarked ids (the
+            # processor drops marked ids first, and claims keep rows to one
+            # processor), so its two ends stand for the whole batch.
+            ends = {delta.entry_ids[0], delta.entry_ids[-1]} if delta.entry_ids else set()
+            if ends and _markers.processed_ids(layout, ends) == ends:
+                return
             layout.ensure()
             now = self._now()
             _journal.write(layout, delta, now)
@@ -170,14 +174,24 @@ class FileRollups(RollupStore):
 
     @staticmethod
     def _replay(layout: ReportLayout, delta: BatchDelta, now: int) -> None:
-        """Steps 2-4 of an apply; each one is idempotent, so replays may overlap."""
+        """Steps 2-4 of an apply; each one is idempotent, so replays may overlap.
+
+        Data files are fsynced one by one, their folders once per batch, and all
+        of that before the markers: a power loss never keeps markers of rows
+        whose rollups it lost.
+        """
+        folders: set[Path] = set()
         for file, keys in delta.rollups.items():
             rel = layout.rollup_rel(file.granularity, file.bucket_id, file.params)
             merge = _rollup_files.merge_rollups(keys)
-            _rollup_files.update_guarded(layout, rel, "rollups", delta.batch_id, now, merge)
+            _rollup_files.update_guarded(
+                layout, rel, "rollups", delta.batch_id, now, merge, folders
+            )
         for rel, state_keys in _state.group_by_shard(delta.state).items():
             merge = _state.merge_state({key: delta.state[key] for key in state_keys})
-            _rollup_files.update_guarded(layout, rel, "values", delta.batch_id, now, merge)
+            _rollup_files.update_guarded(layout, rel, "values", delta.batch_id, now, merge, folders)
+        for folder in sorted(folders):
+            fsync_dir(folder)
         _markers.mark(layout, delta.entry_ids, now)
         _journal.remove(layout, delta.batch_id)
 
