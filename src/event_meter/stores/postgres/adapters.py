@@ -12,10 +12,11 @@
   lock, owned and closed by the caller, so a lease refresh never waits behind
   a data statement and never runs inside a data transaction.
 
-Adapters: a URL (the store opens and closes its own connection), a psycopg
-``Connection`` (used as given, never closed), a ``psycopg_pool.ConnectionPool``
-(a connection per statement or transaction), a SQLAlchemy ``Engine`` (its pool,
-psycopg dialect only) and a Django database alias (``connections[alias]``).
+Adapters here: a URL (the store opens and closes its own connection), a
+psycopg ``Connection`` (used as given, never closed) and a
+``psycopg_pool.ConnectionPool`` (a connection per statement or transaction).
+``integrations`` adds a SQLAlchemy ``Engine`` (its pool, psycopg dialect only)
+and a Django database alias (``connections[alias]``).
 """
 
 from __future__ import annotations

@@ -194,13 +194,13 @@ class PostgresRollups(RollupStore):
         if not entry_ids:
             return set()
         with self._borrow("processed_ids") as conn:
-            rows = conn.execute(self._q.processed_ids, [*q.report_key(ref), list(entry_ids)])
+            rows = conn.execute(self._q.processed_ids, [list(entry_ids), *q.report_key(ref)])
             return {row[0] for row in rows}
 
     def forget(self, ref: ReportRef, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             with self._transaction("forget") as conn:
-                conn.execute(self._q.forget, [*q.report_key(ref), list(entry_ids)])
+                conn.execute(self._q.forget, [list(entry_ids), *q.report_key(ref)])
 
     def read_state(
         self, ref: ReportRef, keys: Iterable[tuple[str, str]]

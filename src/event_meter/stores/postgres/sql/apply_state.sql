@@ -2,7 +2,7 @@
 -- where a stored value that is not a plain decimal integer counts as absent.
 INSERT INTO {strings} AS s (key, value, updated_at)
 SELECT key, value, now()
-FROM unnest(%(keys)s::text[], %(values)s::text[]) AS u(key, value)
+FROM unnest(%(keys)b::text[], %(values)b::text[]) AS u(key, value)
 ORDER BY key
 ON CONFLICT (key) DO UPDATE SET
   value = greatest(

@@ -1,0 +1,171 @@
+"""Processing throughput into PostgreSQL: ``process_pending`` of a FileStream backlog.
+
+The backlog is recorded by ``bench/process.py``'s record child (the public API,
+a fake clock through 60 minutes, 1,000 customers, 5 providers, 3 queues); then
+a fresh child times ``process_pending`` of the SPEC section 1 report from
+``FileStream`` into ``PostgresRollups`` (default batch of 10,000 rows: one
+COPY + ``INSERT ... SELECT ... ON CONFLICT`` transaction per batch).
+
+Baseline, measured in the same run on the same server: the very rollup rows of
+every batch (captured from our applies) upserted into a second table prefix by
+``cursor.executemany`` of a one-row ``INSERT ... ON CONFLICT DO UPDATE`` with
+the same merge expression, one transaction per batch. Both tables are compared
+row by row afterwards. Target: at least 80,000 events/s.
+
+The benchmark starts its own PostgreSQL (``bench/_pg.py``) with the durability
+defaults (fsync and synchronous_commit on) in a temp dir.
+
+    python bench/postgres_process.py [--events 200000] [--tmp DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import T0, FakeClock, invoice_report, peak_rss_mib, run_child
+from _pg import BenchPostgres
+from event_meter import EventMeter
+from event_meter._keys import ReportRef
+from event_meter.stores import FileStream
+from event_meter.stores.base import BatchDelta
+from event_meter.stores.postgres import PostgresRollups, install
+from event_meter.stores.postgres import _queries as q
+
+MINUTES = 60
+TARGET_EVENTS_PER_SECOND = 80_000
+HERE = Path(__file__).resolve().parent
+
+# The merge of sql/apply_rollups.sql, for one row given as parameters.
+BASELINE_UPSERT = """
+INSERT INTO {rollups} AS r
+  (key, fields, report, granularity, index_key, bucket, bucket_end_ms, updated_at)
+VALUES (%s, %s::jsonb, %s, %s, %s, %s, %s, now())
+ON CONFLICT (key) DO UPDATE SET
+  fields = r.fields || coalesce((
+    SELECT jsonb_object_agg(d.name, CASE
+      WHEN coalesce(r.fields ->> d.name, '') !~ '^-?[0-9]+$' THEN d.value::numeric
+      WHEN right(d.name, 4) = '_min' THEN least((r.fields ->> d.name)::numeric, d.value::numeric)
+      WHEN right(d.name, 4) = '_max' THEN greatest((r.fields ->> d.name)::numeric, d.value::numeric)
+      ELSE (r.fields ->> d.name)::numeric + d.value::numeric
+    END)
+    FROM jsonb_each_text(EXCLUDED.fields) AS d(name, value)
+  ), '{{}}'::jsonb),
+  updated_at = now()
+"""
+
+
+def baseline(dsn: str, ref: ReportRef, deltas: list[BatchDelta]) -> float:
+    """Seconds to upsert the rollup rows of ``deltas`` with ``executemany`` (prefix ``base``)."""
+    import psycopg
+    from psycopg import sql
+
+    install(dsn, table_prefix="base")
+    query = sql.SQL(BASELINE_UPSERT).format(rollups=sql.Identifier("base_rollups"))
+    batches = [sorted(q.rollup_rows(ref, delta)) for delta in deltas]
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        for rows in batches:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(query, rows)
+        return time.perf_counter() - started
+
+
+def same_rollups(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        ours = conn.execute("SELECT key, fields FROM bench_rollups ORDER BY key").fetchall()
+        base = conn.execute("SELECT key, fields FROM base_rollups ORDER BY key").fetchall()
+    return ours == base and len(ours) > 0
+
+
+def process(folder: Path, events: int, dsn: str) -> dict[str, Any]:
+    """Child: the timed ``process_pending``, then the ``executemany`` baseline."""
+    clock = FakeClock(T0)
+    clock.advance(minutes=MINUTES + 1, seconds=11)  # past the last minute and the grace
+    store = PostgresRollups(url=dsn, table_prefix="bench")
+    install(dsn, table_prefix="bench")
+    meter = EventMeter(stream_storage=FileStream(folder), rollup_storage=store, clock=clock)
+    report = invoice_report()
+    deltas: list[BatchDelta] = []
+    apply_s = [0.0]
+    real_apply = store.apply
+
+    def apply(ref: ReportRef, delta: BatchDelta) -> None:
+        started = time.perf_counter()
+        real_apply(ref, delta)
+        apply_s[0] += time.perf_counter() - started
+        deltas.append(delta)
+
+    store.apply = apply  # type: ignore[method-assign]
+    started = time.perf_counter()
+    result = meter.process_pending(report)
+    seconds = time.perf_counter() - started
+    if result.processed != events or result.malformed or not result.complete:
+        raise RuntimeError(f"unexpected result {result.to_dict()}")
+    total = meter.summary(report)["count"]
+    if total != events:
+        raise RuntimeError(f"summary counts {total}, expected {events}")
+    ref = ReportRef(meter.config.namespace, report.name, report.version)
+    rows = sum(len(values) for delta in deltas for values in delta.rollups.values())
+    meter.close()
+    base_s = baseline(dsn, ref, deltas)
+    if not same_rollups(dsn):
+        raise RuntimeError("the baseline and process_pending stored different rollups")
+    return {
+        "process_s": seconds,
+        "apply_s": apply_s[0],
+        "baseline_s": base_s,
+        "batches": len(deltas),
+        "rows": rows,
+        "rss_mib": peak_rss_mib(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--tmp", default=None, help="parent folder of the stream files")
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        folder, events, dsn = args.child
+        print(json.dumps(process(Path(folder), int(events), dsn)))
+        return
+    events = args.events
+    with (
+        BenchPostgres() as server,
+        tempfile.TemporaryDirectory(prefix="event-meter-bench-", dir=args.tmp) as folder,
+    ):
+        run_child(str(HERE / "process.py"), ["record", folder, str(events)])
+        done = run_child(os.path.abspath(__file__), [folder, str(events), server.dsn])
+    ours_rate = events / done["process_s"]
+    print(
+        f"FileStream -> PostgresRollups (own server, fsync on): {events:,} events, "
+        f"{done['batches']} batches, {done['rows']:,} rollup rows upserted"
+    )
+    print(
+        f"  process_pending:                 {done['process_s']:7.3f} s"
+        f"  {ours_rate:>10,.0f} events/s  (target >= {TARGET_EVENTS_PER_SECOND:,})"
+    )
+    print(
+        f"    of which PostgresRollups.apply: {done['apply_s']:6.3f} s"
+        f"  {done['rows'] / done['apply_s']:>10,.0f} rows/s (rollups + state + markers)"
+    )
+    print(
+        f"  baseline (executemany upsert of the same rollup rows): {done['baseline_s']:7.3f} s"
+        f"  {done['rows'] / done['baseline_s']:>10,.0f} rows/s"
+    )
+    print(f"  ratio apply / baseline:           {done['apply_s'] / done['baseline_s']:6.2f}x")
+    print(f"  ratio process_pending / baseline: {done['process_s'] / done['baseline_s']:6.2f}x")
+    print(f"  process child peak RSS: {done['rss_mib']:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
