@@ -29,6 +29,7 @@ from event_meter.stores._lease import KeptLease
 from event_meter.stores.base import BatchDelta, RollupFile
 from event_meter.stores.memory import MemoryStream
 from event_meter.stores.postgres import PostgresRollups, install, schema_sql
+from event_meter.stores.postgres.adapters import source_for
 from pg_server import PostgresServer, count_backends, drop_test_tables, new_table_prefix
 from servers import free_port
 from support import FakeClock, random_namespace, record
@@ -781,3 +782,28 @@ def test_pool_processing_takes_one_lock_connection_only(
         store.close()
         meter.close()
     wait_until(lambda: count_backends(admin) == before, "the backends to exit")
+
+
+@pytest.mark.postgres
+def test_missing_tables_error_says_how_to_create_them(server: PostgresServer) -> None:
+    store = PostgresRollups(url=server.dsn, table_prefix=new_table_prefix(), install_schema=False)
+    store.bind(namespace="ns:missing", clock=FakeClock())
+    try:
+        with pytest.raises(StorageError, match="event-meter postgres install"):
+            store.load_definition(ReportRef("ns:missing", "invoice_delivery", 1))
+    finally:
+        store.close()
+
+
+def test_schema_sql_needs_no_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    text = schema_sql("billing")
+    assert 'CREATE TABLE IF NOT EXISTS "billing_rollups"' in text
+    assert '"billing_processed_entries"' in text
+
+
+def test_non_postgres_url_error_does_not_echo_the_url() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        source_for("mysql://admin:s3cret@db/app")
+    assert "s3cret" not in str(caught.value)
+    assert "'mysql'" in str(caught.value)

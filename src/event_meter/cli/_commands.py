@@ -13,14 +13,22 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from event_meter._meter import EventMeter
 from event_meter.cli import _plot, _render
 from event_meter.processor import ProcessResult
 from event_meter.report import Report
 
-__all__ = ["CommandError", "build_meter", "load_report", "open_meter"]
+__all__ = [
+    "CommandError",
+    "build_meter",
+    "cleanup_with",
+    "load_report",
+    "open_meter",
+    "process_with",
+    "summary_with",
+]
 
 ENV_STREAM: Final = "EVENT_METER_STREAM_URL"
 ENV_ROLLUPS: Final = "EVENT_METER_ROLLUP_URL"
@@ -126,16 +134,25 @@ class Progress:
 
 def process(args: argparse.Namespace) -> int:
     report = load_report(args.report)
-    progress = Progress()
     with open_meter(args) as meter:
-        try:
-            result = meter.process_pending(report, batch_size=args.batch_size, progress=progress)
-        finally:
-            progress.done()
+        return process_with(meter, report, args)
+
+
+def process_with(
+    meter: EventMeter, report: Report, args: argparse.Namespace, out: TextIO | None = None
+) -> int:
+    """``process`` on a given meter (also the Django ``event_meter_process`` command)."""
+    progress = Progress()
+    try:
+        result = meter.process_pending(report, batch_size=args.batch_size, progress=progress)
+    finally:
+        progress.done()
     if args.json:
-        _render.print_json(result.to_dict())
+        _render.print_json(result.to_dict(), out)
     else:
-        _render.print_table(_render.mapping_table(result.to_dict()), title=f"processed {report!r}")
+        _render.print_table(
+            _render.mapping_table(result.to_dict()), title=f"processed {report!r}", out=out
+        )
     if result.locked:
         sys.stderr.write("event-meter: another processor holds the lock; nothing was read\n")
     return 0
@@ -147,15 +164,19 @@ def _title(args: argparse.Namespace, by: dict[str, str] | None) -> str:
 
 
 def summary(args: argparse.Namespace) -> int:
-    by = parse_by(args.by)
+    parse_by(args.by)  # a contradictory --by fails before any storage is opened
     with open_meter(args) as meter:
-        result = meter.summary(
-            args.report, version=args.version, start=args.start, end=args.end, by=by
-        )
+        return summary_with(meter, args)
+
+
+def summary_with(meter: EventMeter, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """``summary`` on a given meter (also the Django ``event_meter_summary`` command)."""
+    by = parse_by(args.by)
+    result = meter.summary(args.report, version=args.version, start=args.start, end=args.end, by=by)
     if args.json:
-        _render.print_json(result)
+        _render.print_json(result, out)
     else:
-        _render.print_table(_render.mapping_table(result), title=_title(args, by))
+        _render.print_table(_render.mapping_table(result), title=_title(args, by), out=out)
     return 0
 
 
@@ -204,12 +225,17 @@ def compare(args: argparse.Namespace) -> int:
 
 def cleanup(args: argparse.Namespace) -> int:
     with open_meter(args) as meter:
-        result = meter.cleanup_history(args.before, args.events)
+        return cleanup_with(meter, args)
+
+
+def cleanup_with(meter: EventMeter, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """``cleanup`` on a given meter (also the Django ``event_meter_cleanup`` command)."""
+    result = meter.cleanup_history(args.before, args.events)
     if args.json:
-        _render.print_json(result)
+        _render.print_json(result, out)
     else:
         _render.print_table(
-            _render.mapping_table(result, "deleted"), title=f"cleanup before {args.before}"
+            _render.mapping_table(result, "deleted"), title=f"cleanup before {args.before}", out=out
         )
     return 0
 

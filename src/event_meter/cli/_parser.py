@@ -2,9 +2,9 @@
 
 Each subcommand is one ``_add_*`` function listed in ``SUBCOMMANDS``; a new
 command or a command group (``postgres schema|install``, with its own nested
-subparsers) joins by adding one function to that tuple. Every subcommand gets
-the storage options of ``_storage_options`` and sets ``handler`` to its
-function in ``_commands``.
+subparsers) joins by adding one function to that tuple. Every subcommand on
+events gets the storage options of ``_storage_options`` and sets ``handler``
+to its function in ``_commands`` (``_postgres`` for the ``postgres`` group).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, Final
 
-from event_meter.cli import _commands
+from event_meter.cli import _commands, _postgres
 
 __all__ = ["SUBCOMMANDS", "build_parser", "key_value"]
 
@@ -165,6 +165,31 @@ def _add_cleanup(subparsers: Subparsers) -> None:
     _add_json(parser)
 
 
+def _add_table_prefix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--table-prefix",
+        metavar="P",
+        help="prefix of the table names (default event_meter, or the URL's ?table_prefix=)",
+    )
+
+
+def _add_postgres(subparsers: Subparsers) -> None:
+    help_text = "PostgreSQL rollup tables: print or install their schema"
+    group: argparse.ArgumentParser = subparsers.add_parser(
+        "postgres", help=help_text, description=help_text
+    )
+    commands = group.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    help_text = "print the DDL of the rollup tables (idempotent CREATE ... IF NOT EXISTS)"
+    schema = commands.add_parser("schema", help=help_text, description=help_text)
+    _add_table_prefix(schema)
+    schema.set_defaults(handler=_postgres.schema)
+    help_text = "create the rollup tables and indexes that are missing"
+    install = commands.add_parser("install", help=help_text, description=help_text)
+    install.add_argument("--url", metavar="URL", help="postgresql:// URL ($DATABASE_URL)")
+    _add_table_prefix(install)
+    install.set_defaults(handler=_postgres.install)
+
+
 SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (
     _add_demo,
     _add_process,
@@ -172,6 +197,7 @@ SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (
     _add_series,
     _add_compare,
     _add_cleanup,
+    _add_postgres,
 )
 
 

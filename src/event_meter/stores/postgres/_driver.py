@@ -49,9 +49,17 @@ def storage_errors(operation: str) -> Iterator[None]:
     except (StorageError, ConfigurationError):
         raise
     except Exception as exc:
-        if isinstance(exc, import_psycopg().Error | OSError):
+        psycopg = import_psycopg()
+        if isinstance(exc, psycopg.Error | OSError):
+            hint = ""
+            if isinstance(exc, psycopg.errors.UndefinedTable):
+                hint = (
+                    " (the event-meter tables do not exist: run `manage.py migrate event_meter`"
+                    " or `event-meter postgres install`, or let the store create them with"
+                    " install_schema=True)"
+                )
             raise StorageError(
-                f"postgresql: {operation} failed: {type(exc).__name__}: {exc}"
+                f"postgresql: {operation} failed: {type(exc).__name__}: {exc}{hint}"
             ) from exc
         raise
 
@@ -60,6 +68,15 @@ def storage_errors(operation: str) -> Iterator[None]:
 def _resource(name: str) -> str:
     path = resources.files("event_meter.stores.postgres").joinpath("sql", f"{name}.sql")
     return path.read_text(encoding="utf-8")
+
+
+def statement_text(name: str, tables: dict[str, str]) -> str:
+    """``statement`` as plain text, without the driver (for printing DDL).
+
+    Names come from a validated ``table_prefix`` (``[A-Za-z_][A-Za-z0-9_]*``), so
+    double-quoting them is exactly what ``psycopg.sql.Identifier`` renders.
+    """
+    return _resource(name).format(**{key: f'"{value}"' for key, value in tables.items()})
 
 
 def statement(name: str, tables: dict[str, str]) -> sql.Composed:

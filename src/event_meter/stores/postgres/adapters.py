@@ -221,7 +221,11 @@ def source_for(target: Any) -> ConnectionSource:
         return target
     if isinstance(target, str):
         if urlsplit(target).scheme.lower() not in URL_SCHEMES:
-            raise ConfigurationError(f"{target!r} is not a postgresql:// URL")
+            scheme = urlsplit(target).scheme or "(none)"
+            raise ConfigurationError(
+                f"a URL with scheme {scheme!r} is not a postgresql:// URL "
+                "(the URL is not repeated here: it may hold a password)"
+            )
         return UrlSource(split_url(target)[0])
     if _is_engine(target):
         from event_meter.stores.postgres.integrations import EngineSource

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from event_meter.errors import ConfigurationError
-from event_meter.stores.postgres._driver import statement, storage_errors
+from event_meter.stores.postgres._driver import statement, statement_text, storage_errors
 
 __all__ = ["DEFAULT_TABLE_PREFIX", "Tables", "install", "schema_sql", "validate_table_prefix"]
 
@@ -83,7 +83,7 @@ class Tables:
 def schema_sql(table_prefix: str = DEFAULT_TABLE_PREFIX) -> str:
     """The DDL (idempotent ``CREATE ... IF NOT EXISTS``) of the tables of ``table_prefix``."""
     tables = Tables.of(table_prefix)
-    return statement("schema", tables.names).as_string(None)
+    return statement_text("schema", tables.names)
 
 
 def install_with(source: Any, tables: Tables, *, force: bool = False) -> None:
