@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import string
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 
@@ -51,6 +52,15 @@ def test_esc_keeps_exactly_the_safe_set() -> None:
             continue
         expected = "+" if char == " " else f"%{code:02X}"
         assert esc(char) == expected, char
+
+
+def test_esc_is_quote_plus_with_nothing_safe() -> None:
+    """The ASCII fast path and the general path agree with ``quote_plus(safe="")``."""
+    ascii_text = "".join(chr(code) for code in range(128))
+    samples = [ascii_text, ascii_text[::-1], "202605061015-host-42-ab12cd34.jsonl:17", "a ä~b€"]
+    samples += [chr(a) + chr(b) for a in range(32, 127, 3) for b in range(0, 128, 5)]
+    for text in samples:
+        assert esc(text) == quote_plus(text, safe=""), text
 
 
 # -- value text and index keys ----------------------------------------------------------

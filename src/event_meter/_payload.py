@@ -19,6 +19,9 @@ STATUSES: Final = ("success", "failure", "skipped")
 STATUS_CODE: Final = {"success": 0, "failure": 1, "skipped": 2}
 _PLAIN: Final = frozenset((str, int, bool, type(None)))
 _MAX_INT: Final = 2**63
+# orjson writes at most 254 nested lists/dicts, and a file stream line wraps a
+# param value in three (line, payload, params): 250 leaves one level to spare.
+_MAX_DEPTH: Final = 250
 
 
 class PendingEvent(NamedTuple):
@@ -31,13 +34,32 @@ class PendingEvent(NamedTuple):
     params: dict[str, Any]
 
 
-def _coerce(value: Any, path: str) -> Any:
+class _TooDeepError(Exception):
+    """A param value nests deeper than ``_MAX_DEPTH`` (or contains itself)."""
+
+
+def _text(text: str, path: str) -> str:
+    """``text`` when UTF-8 can encode it (no lone surrogates); else ``ValidationError``."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"param {path!a} holds text with a lone surrogate ({text!a:.80}) that JSON "
+                "storage cannot encode; pass valid Unicode text"
+            ) from None
+    return text
+
+
+def _coerce(value: Any, path: str, depth: int = 0) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         if kind is int and not -_MAX_INT <= value < _MAX_INT:
             raise ValidationError(
                 f"param {path}={value!r} is too large for JSON storage (64-bit); pass it as a str"
             )
+        if kind is str:
+            return _text(value, path)
         return value
     if kind is float:
         if not math.isfinite(value):
@@ -45,15 +67,20 @@ def _coerce(value: Any, path: str) -> Any:
                 f"param {path}={value!r} is not a finite number; pass a finite float or a str"
             )
         return value
+    if isinstance(value, Mapping | list | tuple) and depth >= _MAX_DEPTH:
+        raise _TooDeepError
     if isinstance(value, Mapping):
-        return {str(k): _coerce(v, f"{path}.{k}") for k, v in value.items()}
+        return {
+            _text(str(k), f"{path}.{k}"): _coerce(v, f"{path}.{k}", depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_coerce(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Enum):
-        return _coerce(value.value, path)
+        return _coerce(value.value, path, depth)
     for base in (bool, int, float, str):  # subclasses of the plain types
         if isinstance(value, base):
-            return _coerce(base(value), path)
+            return _coerce(base(value), path, depth)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal | UUID):
@@ -69,16 +96,24 @@ def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Params as JSON-ready values; raises ``ValidationError`` naming the bad param."""
     out: dict[str, Any] = {}
     for key, value in params.items():
+        if not key.isascii():
+            _text(key, key)
         kind = type(value)
         if (
-            kind is str
+            (kind is str and value.isascii())
             or kind is bool
             or value is None
             or (kind is int and -_MAX_INT <= value < _MAX_INT)
         ):
             out[key] = value
-        else:
+            continue
+        try:
             out[key] = _coerce(value, key)
+        except (_TooDeepError, RecursionError):
+            raise ValidationError(
+                f"param {key!a} nests lists or dicts more than {_MAX_DEPTH} levels deep (or "
+                "contains itself); flatten it"
+            ) from None
     return out
 
 
@@ -126,8 +161,15 @@ def _second_ms(prefix: str) -> int | None:
 
 def _started_ms(text: str) -> int:
     """Epoch ms of a ``started_at`` text; raises ValueError when it is not a time."""
-    # Fast path for the exact form we write: 2026-05-06T10:15:20.123456Z
-    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[20:26].isdigit():
+    # Fast path for the exact form we write: 2026-05-06T10:15:20.123456Z. ASCII
+    # only: ``isdigit`` and ``int`` also take other scripts' digits, ISO 8601 does not.
+    if (
+        len(text) == 27
+        and text[26] == "Z"
+        and text[19] == "."
+        and text.isascii()
+        and text[20:26].isdigit()
+    ):
         second = _SECONDS.get(text[:19])
         if second is None:
             second = _second_ms(text[:19])
@@ -160,6 +202,7 @@ def load_payload(payload: Any) -> PendingEvent | str:
             len(started_at) == 27
             and started_at[26] == "Z"
             and started_at[19] == "."
+            and started_at.isascii()
             and started_at[20:26].isdigit()
             and (second := _SECONDS.get(started_at[:19])) is not None
         ):

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 
-from event_meter._keys import ReportRef, folder_name
+from event_meter._keys import ReportRef, esc, folder_name
 from event_meter.errors import StorageError
 from event_meter.stores.file._fs import atomic_write, ensure_dir, exclusive
 
@@ -69,7 +69,20 @@ def namespace_dir(root: Path, namespace: str) -> Path:
 
 
 def index_folder(index: tuple[str, ...]) -> str:
-    return "all" if not index else folder_name("|".join(index))
+    """``all``, or a folder name of its own for every distinct tuple of params.
+
+    The params are joined with ``|``. When a param holds a ``|`` itself that join
+    is ambiguous (``("a|b",)`` and ``("a", "b")`` would share files, and a batch
+    touching both would apply to the shared file once), so such an index hashes
+    ``|`` followed by the ``esc`` of each param, joined with ``|``: a form no
+    plain join can produce (params are non-blank, so a plain join never starts
+    with ``|``).
+    """
+    if not index:
+        return "all"
+    if any("|" in param for param in index):
+        return folder_name("|" + "|".join(esc(param) for param in index))
+    return folder_name("|".join(index))
 
 
 def valid_bucket_id(bucket_id: str) -> bool:

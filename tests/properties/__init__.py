@@ -1,0 +1,1 @@
+"""Property-based suites (hypothesis); the profiles live in this folder's conftest."""
