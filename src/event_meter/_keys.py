@@ -34,9 +34,22 @@ _RESERVED = frozenset(
 )
 
 
+_ESC_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_ESC_ASCII = {
+    code: "+" if code == 32 else f"%{code:02X}" for code in range(128) if chr(code) not in _ESC_SAFE
+}
+
+
 @lru_cache(maxsize=65536)
 def esc(text: str) -> str:
-    """``quote_plus`` with nothing safe: space -> ``+``, uppercase percent-escapes."""
+    """``quote_plus`` with nothing safe: space -> ``+``, uppercase percent-escapes.
+
+    ASCII text (entry ids, most names) takes a ``str.translate`` fast path with
+    the same result, several times faster than ``quote_plus``: processing
+    escapes every entry id of every batch.
+    """
+    if text.isascii():
+        return text.translate(_ESC_ASCII)
     return quote_plus(text, safe="")
 
 

@@ -5,18 +5,29 @@ new process would. Durable pairings (whose data outlives the process) run the
 kill scenarios; all of them run the exception scenarios. A later backend (Redis,
 PostgreSQL) joins by adding one ``Pairing`` to ``PAIRINGS``, and, if its stream
 or its journal can be inspected, a branch to ``Storage.leftovers``.
+
+Redis pairings (``file->redis``, ``redis->redis``) use the session's real
+``redis-server`` and a short ``lock_ttl``: a SIGKILLed processor leaves its
+leases in Redis until they expire (nothing releases them), so ``Storage.settle``
+polls the namespace's lock keys until they are gone, with a bounded deadline,
+before the next processor starts. Their leftovers are the stream's ``XLEN`` and
+the entries of each report's journal hash.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
+
+from crash.postgres_pairing import POSTGRES_LOCK_TTL_MS, open_file_postgres, settle_postgres
 from crash.workload import EVENT
 from event_meter import EventMeter
 from event_meter._keys import ReportRef
@@ -26,9 +37,19 @@ from event_meter.stores.file._stream_layout import StreamDirs
 from event_meter.stores.file.rollups import FileRollups
 from event_meter.stores.file.stream import FileStream
 from event_meter.stores.memory import MemoryRollups, MemoryStream
+from event_meter.stores.redis.stream import RedisStream
+from support import redis_url
 
 FILE_STREAM: Final = "file_stream"
 FILE_ROLLUPS: Final = "file_rollups"
+REDIS_STREAM: Final = "redis_stream"
+REDIS_ROLLUPS: Final = "redis_rollups"
+POSTGRES_ROLLUPS: Final = "postgres_rollups"
+PARALLEL_READERS: Final = "parallel_readers"
+"""Two processors may read rows of one event at the same time (no per-event read lease)."""
+REDIS_LOCK_TTL_MS: Final = 500
+"""Short, so a killed holder's leases expire soon; long enough for refreshes every 250 ms."""
+SETTLE_TIMEOUT_S: Final = 15.0
 Opener = Callable[[Path, dict[str, Any]], tuple[StreamStore, RollupStore]]
 
 
@@ -40,6 +61,23 @@ class Pairing:
     durable: bool
     features: frozenset[str]
     open: Opener
+    services: tuple[str, ...] = ()
+    lock_ttl_ms: int | None = None  # None: the default (leases die with their process)
+
+    @property
+    def marks(self) -> list[pytest.MarkDecorator]:
+        """The service markers (``redis``) of this pairing's tests."""
+        return [getattr(pytest.mark, service) for service in self.services]
+
+
+def _redis_stream() -> StreamStore:
+    return RedisStream(url=redis_url())
+
+
+def _redis_rollups() -> RollupStore:
+    from event_meter.stores.redis.rollups import RedisRollups
+
+    return RedisRollups(url=redis_url())
 
 
 def _shared(shared: dict[str, Any], key: str, make: Callable[[], Any]) -> Any:
@@ -52,19 +90,43 @@ PAIRINGS: Final = (
     Pairing(
         "file->file",
         True,
-        frozenset({FILE_STREAM, FILE_ROLLUPS}),
+        frozenset({FILE_STREAM, FILE_ROLLUPS, PARALLEL_READERS}),
         lambda root, shared: (FileStream(root), FileRollups(root)),
+    ),
+    Pairing(
+        "file->redis",
+        True,
+        frozenset({FILE_STREAM, REDIS_ROLLUPS, PARALLEL_READERS}),
+        lambda root, shared: (FileStream(root), _redis_rollups()),
+        services=("redis",),
+        lock_ttl_ms=REDIS_LOCK_TTL_MS,
+    ),
+    Pairing(
+        "redis->redis",
+        True,
+        frozenset({REDIS_STREAM, REDIS_ROLLUPS}),
+        lambda root, shared: (_redis_stream(), _redis_rollups()),
+        services=("redis",),
+        lock_ttl_ms=REDIS_LOCK_TTL_MS,
+    ),
+    Pairing(
+        "file->postgres",
+        True,
+        frozenset({FILE_STREAM, POSTGRES_ROLLUPS, PARALLEL_READERS}),
+        open_file_postgres,
+        services=("postgres",),
+        lock_ttl_ms=POSTGRES_LOCK_TTL_MS,
     ),
     Pairing(
         "file->memory",
         False,
-        frozenset({FILE_STREAM}),
+        frozenset({FILE_STREAM, PARALLEL_READERS}),
         lambda root, shared: (FileStream(root), _shared(shared, "rollups", MemoryRollups)),
     ),
     Pairing(
         "memory->memory",
         False,
-        frozenset(),
+        frozenset({PARALLEL_READERS}),
         lambda root, shared: (
             _shared(shared, "stream", MemoryStream),
             _shared(shared, "rollups", MemoryRollups),
@@ -88,12 +150,37 @@ class Storage:
     def meter(self) -> EventMeter:
         stream, rollups = self.pairing.open(self.root, self._shared)
         self._opened += [stream, rollups]
+        options: dict[str, Any] = {}
+        if self.pairing.lock_ttl_ms is not None:
+            options["lock_ttl"] = self.pairing.lock_ttl_ms / 1000
         return EventMeter(
             namespace=self.namespace,
             stream_storage=stream,
             rollup_storage=rollups,
             clock=self.clock,
+            **options,
         )
+
+    def settle(self) -> None:
+        """Wait until no lease of the namespace is held (bounded; polls, never sleeps blind).
+
+        Only Redis leases outlive a killed holder: they stay until their short
+        ``lock_ttl`` expires. File locks die with their process.
+        """
+        if "postgres" in self.pairing.services:
+            settle_postgres(self._shared)  # see crash/postgres_pairing.py
+        if "redis" not in self.pairing.services:
+            return
+        import redis
+
+        from event_meter.stores.redis._client import glob_escape
+
+        pattern = f"{glob_escape(self.namespace)}:*_lock*"
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        with redis.Redis.from_url(redis_url()) as client:
+            while held := list(client.scan_iter(match=pattern, count=1_000)):
+                assert time.monotonic() < deadline, f"leases never expired: {held}"
+                time.sleep(0.01)
 
     def close(self) -> None:
         for store in self._opened:
@@ -111,12 +198,31 @@ class Storage:
                     found += [f"{folder.name}/{name}" for name in sorted(os.listdir(folder))]
         elif isinstance(stream, MemoryStream):
             found += [f"memory row {n}" for n in range(stream.pending(EVENT))]
+        elif isinstance(stream, RedisStream):
+            found += [f"redis row {n}" for n in range(stream.pending(EVENT))]  # XLEN
         if isinstance(rollups, FileRollups):
             for ref in _refs(meter):
                 journals = ReportLayout(rollups.path, ref).journal_dir
                 if journals.is_dir():
                     found += [f"journal/{name}" for name in sorted(os.listdir(journals))]
+        elif "redis" in self.pairing.services:
+            found += _redis_journal(rollups, _refs(meter))
         return found
+
+
+def _redis_journal(rollups: RollupStore, refs: list[ReportRef]) -> list[str]:
+    """The batch ids left in each report's journal hash (``HKEYS``)."""
+    import redis
+
+    from event_meter.stores.redis.rollups import RedisRollups
+
+    assert isinstance(rollups, RedisRollups)
+    with redis.Redis.from_url(redis_url(), decode_responses=True) as client:
+        return [
+            f"journal/{batch_id}"
+            for ref in refs
+            for batch_id in sorted(client.hkeys(rollups.keys(ref).journal()))
+        ]
 
 
 def _refs(meter: EventMeter) -> list[ReportRef]:

@@ -25,7 +25,7 @@ from crash.pairings import FILE_ROLLUPS, FILE_STREAM, REDIS_ROLLUPS, Pairing
 from event_meter import EventMeter
 from event_meter.stores.file import _fs, _journal, _layout, _stream_claims
 from event_meter.stores.file._layout import ReportLayout
-from event_meter.stores.redis import _apply
+from event_meter.stores.redis import _apply, _scripts
 
 
 class CrashError(Exception):
@@ -270,7 +270,7 @@ def watch_redis_apply(
             inside[0] = False
 
     real_begin = _apply.BEGIN
-    real_pipeline = _apply.run_pipeline
+    real_pipeline = _scripts.run_pipeline  # what _apply calls
 
     def begin(client: Any, keys: Any, args: Any) -> Any:
         if inside[0]:
@@ -282,7 +282,12 @@ def watch_redis_apply(
             return real_pipeline(client, calls)
         kind = "chunk" if calls[0][0] is _apply.CHUNK else "markers"
         for i in range(len(calls)):
-            on_step(f"{kind}-{i}", lambda i=i: real_pipeline(client, calls[:i]) if i else None)
+
+            def partial(i: int = i) -> None:
+                if i:
+                    real_pipeline(client, calls[:i])
+
+            on_step(f"{kind}-{i}", partial)
         replies = real_pipeline(client, calls)
         if kind == "markers":
             on_step("cleanup", lambda: None)

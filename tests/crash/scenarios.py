@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -38,7 +39,7 @@ from crash.workload import (
     record,
     workload,
 )
-from event_meter import Report
+from event_meter import EventMeter, Report
 from support import FakeClock
 
 REPORTS = {"intervals": interval_report, "counts": counts_report}
@@ -60,8 +61,15 @@ def truth_of(report: Report) -> Truth:
     return fold(workload(), intervals=bool(report.intervals))
 
 
+COMPETE_TIMEOUT_S = 15.0
+
+
 def crash_in_child(storage: Storage, report: Report, crash: CrashPoint) -> str:
-    """One processor that is SIGKILLed at ``crash``; its outcome (see ``wait``)."""
+    """One processor that is SIGKILLed at ``crash``; its outcome (see ``wait``).
+
+    It starts once the leases of earlier killed processors expired (``settle``).
+    """
+    storage.settle()
 
     def body() -> None:
         meter = storage.meter()
@@ -83,17 +91,28 @@ def crash_in_process(storage: Storage, report: Report, crash: CrashPoint) -> Non
 
 
 def compete(storage: Storage, report: Report, seed: int, processors: int = 3) -> list[str]:
-    """``processors`` children at once; all but the last die at a seeded random point."""
+    """``processors`` children at once; all but the last die at a seeded random point.
+
+    A child that finds the work locked tries again until it gets the lock (a
+    killed holder's Redis lease expires after the pairing's short ``lock_ttl``),
+    so the competitors take over from each other and the planned kills happen.
+    """
     rng = random.Random(seed)
     plans = [random_point(rng, storage.pairing) for _ in range(processors - 1)] + [None]
+
+    def until_not_locked(meter: EventMeter) -> None:
+        deadline = time.monotonic() + COMPETE_TIMEOUT_S
+        while meter.process_pending(report, batch_size=BATCH_SIZE).locked:
+            assert time.monotonic() < deadline, "the lock was never free"
+            time.sleep(0.01)  # polling for the lock, bounded by the deadline
 
     def body(crash: CrashPoint | None) -> None:
         meter = storage.meter()
         if crash is None:
-            meter.process_pending(report, batch_size=BATCH_SIZE)
+            until_not_locked(meter)
             return
         with armed(meter, crash, kill):
-            meter.process_pending(report, batch_size=BATCH_SIZE)
+            until_not_locked(meter)
 
     pids = [fork(partial(body, crash)) for crash in plans]
     outcomes = [wait(pid) for pid in pids]
@@ -113,6 +132,7 @@ def random_point(rng: random.Random, pairing: Pairing, latest: int = 5) -> Crash
 
 def finish_and_check(storage: Storage, report: Report) -> None:
     """A clean pass drains the stream; rollups equal the truth; a further pass finds nothing."""
+    storage.settle()
     meter = storage.meter()
     result = meter.process_pending(report, batch_size=BATCH_SIZE)
     assert result.complete, result

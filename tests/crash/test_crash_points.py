@@ -44,7 +44,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _cases(pairings: tuple[Pairing, ...]) -> list[object]:
     return [
-        pytest.param(pairing, crash, id=f"{pairing.name}-{crash.name}")
+        pytest.param(pairing, crash, id=f"{pairing.name}-{crash.name}", marks=pairing.marks)
         for pairing in pairings
         for crash in POINTS
         if crash.runs_on(pairing)

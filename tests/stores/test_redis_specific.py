@@ -129,8 +129,10 @@ def test_rollup_keys_share_the_report_hash_tag(
         f"{namespace}:state:{tag}:interval:customer_id:4+2",
         f"{namespace}:definition:{tag}",
         f"{namespace}:processed:{tag}:1778062500000-0",
+        f"{namespace}:buckets:{tag}:minute:all",
     }
     assert {k.decode() for k in client.scan_iter(match=f"{namespace}:*")} == expected
+    assert client.zrange(f"{namespace}:buckets:{tag}:minute:all", 0, -1) == [b"202605061015"]
     assert client.hgetall(f"{namespace}:rollup:{tag}:minute:202605061015:all") == {
         b"count": b"1",
         b"success_count": b"1",
@@ -485,12 +487,34 @@ def test_glob_characters_in_the_namespace_do_not_widen_scans(
 def test_scan_ignores_keys_that_do_not_parse(
     rollups: RedisRollups, client: redis.Redis, ref: ReportRef
 ) -> None:
-    prefix = rollups.keys(ref).rollup_prefix("hour")
+    keys = rollups.keys(ref)
+    prefix = keys.rollup_prefix("hour")
     client.hset(f"{prefix}20260506:all", "count", "1")  # not an hour id
     client.hset(f"{prefix}2026050610:all:extra", "count", "1")
     client.hset(f"{prefix}2026050611:all", "count", "4")
+    # The bucket index may name ids that do not parse, or buckets whose hash is gone.
+    members = ("20260506", "2026050699", "2026050611", "2026050612")
+    client.zadd(keys.buckets("hour", "all"), dict.fromkeys(members, 0))
     assert rollups.scan_rollups(ref, "hour", (), "all", None) == [("2026050611", {"count": 4})]
     assert rollups.cleanup(ref, ms(23))["rollup_keys_deleted"] == 1
+    assert b"2026050611" not in client.zrange(keys.buckets("hour", "all"), 0, -1)
+
+
+def test_scan_rollups_reads_the_bucket_index_not_the_keyspace(
+    rollups: RedisRollups, ref: ReportRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for hour in (12, 10, 11):
+        file = RollupFile("hour", f"20260506{hour}", ())
+        rollups.apply(ref, BatchDelta(f"{hour:064x}", [f"e{hour}"], {file: {"all": fields(1)}}, {}))
+    client = rollups._client()
+
+    def no_scan(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("scan_rollups must not SCAN the keyspace")
+
+    monkeypatch.setattr(client, "scan_iter", no_scan)
+    found = rollups.scan_rollups(ref, "hour", (), "all", None)
+    assert [bucket for bucket, _ in found] == ["2026050610", "2026050611", "2026050612"]
+    assert rollups.scan_rollups(ref, "hour", (), "all", 2) == found[:2]
 
 
 # -- the stream ------------------------------------------------------------------------------------
@@ -652,3 +676,28 @@ def test_lua_scripts_ship_as_package_resources() -> None:
         "lease_release.lua",
         "read_hashes.lua",
     }
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_replay_after_an_upgrade_that_changed_the_chunk_size_is_exact(
+    rollups: RedisRollups, ref: ReportRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal keeps the chunking of the first try, so the guards still line up."""
+    delta = big_delta("e" * 64)
+    real = run_pipeline
+
+    def dies_after_two(client: Any, calls: Any) -> list[Any]:
+        if calls and calls[0][0] is _apply.CHUNK:
+            real(client, calls[:2])
+            raise redis.exceptions.ConnectionError("connection reset mid-pipeline")
+        return real(client, calls)
+
+    monkeypatch.setattr(_apply, "run_pipeline", dies_after_two)
+    with pytest.raises(StorageError):
+        rollups.apply(ref, delta)
+    monkeypatch.setattr(_apply, "run_pipeline", real)
+    monkeypatch.setattr(_apply, "CHUNK_KEYS", 3)  # the "upgraded" release cuts smaller chunks
+    rollups.recover(ref)
+    expected = [[fields(1, duration_ms_min=m, duration_ms_max=m) for m in range(12)]] * 5
+    assert all_rollups(rollups, ref) == expected
+    assert rollups.processed_ids(ref, delta.entry_ids) == set(delta.entry_ids)

@@ -1,7 +1,8 @@
 """What ``RedisRollups.cleanup`` deletes, found with ``SCAN`` over one report's keys.
 
 Cost grows with the report's retained keys (the scan is narrowed to the
-report's hash-tagged prefix), and deletes go in batches of 500.
+report's hash-tagged prefix), and deletes go in batches of 500. Deleted
+buckets leave their bucket index too (``ZREM``; an emptied index is gone).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ _CLEANUP_STATE: Final = LuaScript("cleanup_state")
 
 def cleanup_report(client: Any, keys: ReportKeys, before_ms: int) -> dict[str, int]:
     """Delete what ended by ``before_ms``; the counts of SPEC 12."""
+    old = old_rollups(client, keys, before_ms)
+    deleted = delete_keys(client, old)
+    unindex(client, keys, old)
     return {
-        "rollup_keys_deleted": delete_keys(client, old_rollups(client, keys, before_ms)),
+        "rollup_keys_deleted": deleted,
         "interval_state_keys_deleted": cleanup_state(client, keys, before_ms),
         "processed_entries_deleted": delete_keys(client, old_markers(client, keys, before_ms)),
     }
@@ -44,6 +48,22 @@ def old_rollups(client: Any, keys: ReportKeys, before_ms: int) -> list[str]:
         if start is not None and start + size <= before_ms:
             old.append(key)
     return old
+
+
+def unindex(client: Any, keys: ReportKeys, rollup_keys: list[str]) -> None:
+    """Remove deleted rollup keys' bucket ids from their bucket indexes (pipelined)."""
+    prefix = keys.rollup_prefix()
+    gone: dict[str, list[str]] = {}
+    for key in rollup_keys:
+        granularity, _, rest = key[len(prefix) :].partition(":")
+        bucket_id, _, index_key = rest.partition(":")
+        gone.setdefault(keys.buckets(granularity, index_key), []).append(bucket_id)
+    if gone:
+        pipe = client.pipeline(transaction=False)
+        for index, bucket_ids in gone.items():
+            for i in range(0, len(bucket_ids), BATCH):
+                pipe.zrem(index, *bucket_ids[i : i + BATCH])
+        pipe.execute()
 
 
 def cleanup_state(client: Any, keys: ReportKeys, before_ms: int) -> int:

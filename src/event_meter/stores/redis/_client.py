@@ -9,8 +9,9 @@ Everything that depends on the driver's behaviour lives here, once:
   clients a factory made for this store).
 - ``text`` / ``mapping`` normalise replies: redis-py 5-8, RESP2 or RESP3,
   ``decode_responses`` on or off all come out as ``str`` and ``dict``.
-- ``storage_errors`` is the one place where ``redis.exceptions.RedisError`` and
-  ``OSError`` become ``event_meter.errors.StorageError``.
+- ``translate`` (and ``storage_errors`` around it) is the one place where
+  ``redis.exceptions.RedisError`` and ``OSError`` become
+  ``event_meter.errors.StorageError``.
 - ``client_sources`` decides which connections serve data and leases.
 
 Lua scripts are called through ``_scripts``; batched commands live in ``_commands``.
@@ -39,6 +40,7 @@ __all__ = [
     "redis_errors",
     "storage_errors",
     "text",
+    "translate",
 ]
 
 PIP_INSTALL: Final = 'pip install "event-meter[redis]"'
@@ -61,17 +63,29 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     return (import_redis().exceptions.RedisError, OSError)
 
 
+def translate(exc: Exception, operation: str) -> Exception:
+    """The one place where driver and socket failures become ``StorageError``.
+
+    Returns the exception to raise (from ``exc``): a ``StorageError`` for
+    Redis and socket errors, ``exc`` itself for anything else.
+    """
+    if isinstance(exc, StorageError) or not isinstance(exc, redis_errors()):
+        return exc
+    error = StorageError(f"redis: {operation} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 @contextmanager
 def storage_errors(operation: str) -> Iterator[None]:
-    """The one place where driver and socket failures become ``StorageError``."""
+    """``translate`` around a block (hot paths call ``translate`` in a plain ``except``)."""
     try:
         yield
-    except StorageError:
-        raise
     except Exception as exc:
-        if isinstance(exc, redis_errors()):
-            raise StorageError(f"redis: {operation} failed: {type(exc).__name__}: {exc}") from exc
-        raise
+        error = translate(exc, operation)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def check_namespace(namespace: str) -> None:

@@ -2,7 +2,10 @@
 
 Each sends its commands pipelined in chunks of ``BATCH`` keys, so one call is
 one round trip however many keys it names. The keys of one call share a hash
-tag (one report), so multi-key commands are valid on Redis Cluster too.
+tag (one report), so multi-key commands are valid on Redis Cluster too; they
+are queued with ``execute_command`` because redis-py's cluster pipeline blocks
+its ``mget``/``delete``/``evalsha`` methods for several keys, yet routes the
+raw commands by their (single) slot.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ def mget_keys(client: Any, keys: Sequence[str]) -> list[Any]:
         return []
     pipe = client.pipeline(transaction=False)
     for i in range(0, len(keys), BATCH):
-        pipe.mget(keys[i : i + BATCH])
+        # A raw MGET: redis-py's cluster pipeline blocks ``pipe.mget`` but routes this
+        # one by its keys, which share one report's slot.
+        pipe.execute_command("MGET", *keys[i : i + BATCH])
     return [value for reply in pipe.execute() for value in reply]
 
 
@@ -47,7 +52,7 @@ def delete_keys(client: Any, keys: Sequence[str]) -> int:
         return 0
     pipe = client.pipeline(transaction=False)
     for i in range(0, len(keys), BATCH):
-        pipe.delete(*keys[i : i + BATCH])
+        pipe.execute_command("DEL", *keys[i : i + BATCH])  # raw, like MGET above
     return sum(int(deleted) for deleted in pipe.execute())
 
 

@@ -4,6 +4,7 @@ The report part ``esc(name):vN`` is wrapped in ``{...}``, so every key of one
 report hashes to one Redis Cluster slot and one Lua script may touch them all::
 
     {ns}:rollup:{tag}:{minute|hour}:{bucket id}:{index key}   HASH of decimal fields
+    {ns}:buckets:{tag}:{minute|hour}:{index key}              ZSET of bucket ids (score 0)
     {ns}:state:{tag}:interval:{esc(param)}:{esc(value)}       STRING, started ms
     {ns}:processed:{tag}:{esc(entry id)}                      STRING, ISO time marked
     {ns}:definition:{tag}                                     STRING, compact JSON
@@ -63,6 +64,13 @@ class ReportKeys:
 
     def rollup(self, granularity: str, bucket_id: str, index_key: str) -> str:
         return f"{self._ns}:rollup:{self._tag}:{granularity}:{bucket_id}:{index_key}"
+
+    def buckets(self, granularity: str, index_key: str) -> str:
+        """The bucket index of one (granularity, index key): its bucket ids, in time order."""
+        return f"{self._ns}:buckets:{self._tag}:{granularity}:{index_key}"
+
+    def buckets_prefix(self) -> str:
+        return f"{self._ns}:buckets:{self._tag}:"
 
     def state_prefix(self) -> str:
         return f"{self._ns}:state:{self._tag}:interval:"

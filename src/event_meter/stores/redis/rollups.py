@@ -11,8 +11,10 @@ tag ``{esc(name):vN}``); apply is drawn in ``_apply``. In short:
   (started ms; ISO time marked); all three expire ``ttl_ms`` after their last
   write. Stored values that are not plain decimal integers read as absent.
 - **Reads**: pipelined ``HGETALL`` / ``MGET`` (one round trip); ``scan_rollups``
-  and ``list_reports`` use ``SCAN`` with an escaped pattern and parse every key
-  found, so a pattern can never over-match.
+  reads the bucket index (a sorted set per granularity and index key, kept by
+  apply) instead of scanning the keyspace, so its cost does not grow with
+  unrelated keys; ``list_reports`` and cleanup use ``SCAN`` with an escaped
+  pattern and parse every key found, so a pattern can never over-match.
 - **Leases** (report lock ``{ns}:process_lock:{tag}``, cleanup lock
   ``{ns}:process_lock``) come from ``lock.py`` on the lock client.
 - **Cleanup** scans the report's keys and deletes in batches of 500.
@@ -39,6 +41,7 @@ from event_meter.stores.redis._client import (
     client_sources,
     decimal,
     storage_errors,
+    text,
 )
 from event_meter.stores.redis._commands import delete_keys, mget_keys, read_hashes, scan_keys
 from event_meter.stores.redis._names import (
@@ -219,21 +222,18 @@ class RedisRollups(RollupStore):
         index_key: str,
         limit: int | None,
     ) -> list[tuple[str, Fields]]:
-        """``SCAN`` for ``{granularity}:*:{index key}`` of the report, oldest first."""
+        """The buckets of the report's bucket index ``{granularity}:{index key}``, oldest first.
+
+        Indexed buckets whose hash is gone (expired or cleaned up) are skipped.
+        """
         keys = self.keys(ref)
-        prefix = keys.rollup_prefix(granularity)
-        buckets: list[str] = []
         with storage_errors("scan_rollups"):
-            for key in scan_keys(self._client(), keys.pattern(prefix, f":{index_key}")):
-                bucket_id, sep, rest = key[len(prefix) :].partition(":")
-                if (
-                    key.startswith(prefix)
-                    and sep
-                    and rest == index_key
-                    and bucket_id_ok(bucket_id, granularity)
-                ):
-                    buckets.append(bucket_id)
-            buckets.sort()
+            members = self._client().zrange(keys.buckets(granularity, index_key), 0, -1)
+            buckets = sorted(
+                bucket_id
+                for bucket_id in (text(member) or "" for member in members)
+                if bucket_id_ok(bucket_id, granularity)
+            )
             found: list[tuple[str, Fields]] = []
             for start in range(0, len(buckets), 10_000):
                 page = buckets[start : start + 10_000]
