@@ -51,10 +51,6 @@ class _Group:
         return {f"{head}{n}" for n in numbers}
 
 
-def _canonical_number(text: str) -> bool:
-    return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
-
-
 def marker_group(entry_id: str) -> str:
     """The marker group of an entry id (see the module docstring)."""
     head, sep, _ = entry_id.rpartition(":")
@@ -66,7 +62,24 @@ def marker_group(entry_id: str) -> str:
     return f"hash:{hashlib.sha256(entry_id.encode('utf-8', 'surrogatepass')).hexdigest()[:2]}"
 
 
+# The processor asks about the same ids three times per batch (test, mark,
+# forget); grouping them is the costly part, so the last result is kept.
+_last: tuple[list[str], dict[str, _Group]] = ([], {})
+
+
 def _by_group(entry_ids: Iterable[str]) -> dict[str, _Group]:
+    """The groups of ``entry_ids`` (never mutated by callers, so safe to share)."""
+    global _last
+    ids = list(entry_ids)
+    last_ids, last_groups = _last  # one read: safe against a concurrent update
+    if ids == last_ids:
+        return last_groups
+    groups = _group(ids)
+    _last = (ids, groups)
+    return groups
+
+
+def _group(entry_ids: list[str]) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
     by_head: dict[str, _Group] = {}  # file stream ids of one batch share few heads
     for entry_id in entry_ids:
@@ -77,7 +90,8 @@ def _by_group(entry_ids: Iterable[str]) -> dict[str, _Group]:
                 name = f"stream:{head}"
                 group = groups.get(name) or groups.setdefault(name, _Group(f"{head}:"))
                 by_head[head] = group
-            if _canonical_number(tail):
+            # A canonical decimal (no sign, no leading zero) round-trips through int.
+            if tail.isdigit() and tail.isascii() and (tail[0] != "0" or tail == "0"):
                 group.numbers.add(int(tail))
             else:
                 group.others.add(entry_id)
