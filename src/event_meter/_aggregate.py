@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from event_meter._keys import index_key, value_text
+from event_meter._keys import ALL_INDEX_KEY, index_key, value_text
 from event_meter._payload import PendingEvent
 from event_meter._time import HOUR_MS, MINUTE_MS, bucket_id
 from event_meter.report import Report
@@ -34,7 +34,8 @@ StateKey = tuple[str, str]
 # Per rule: the state key and the group index positions that get its sample.
 RuleRow = tuple[StateKey, tuple[int, ...]]
 # One event's index keys (None: index not applicable) and applicable interval rules.
-Row = tuple[tuple[str | None, ...], tuple[RuleRow, ...]]
+# Also the keys without the all index (always "all"), which the hot loop handles apart.
+Row = tuple[tuple[str | None, ...], tuple[RuleRow, ...], tuple[str | None, ...]]
 
 
 class Aggregator:
@@ -81,7 +82,7 @@ class Aggregator:
             applicable = tuple(p for p in positions if keys[p] is not None)
             if value is not None and applicable:
                 rules.append(((param, value_text(value)), applicable))
-        return keys, tuple(rules)
+        return keys, tuple(rules), keys[1:]
 
     def state_keys(self, events: Iterable[PendingEvent]) -> set[tuple[str, str]]:
         """The interval state keys a batch needs to read before ``build``."""
@@ -110,13 +111,21 @@ class Aggregator:
         names = self._params
         last_minute = -1
         cells: list[dict[str, list[int]]] = []
+        other_cells: list[dict[str, list[int]]] = []
+        all_acc: list[int] = []
+        minute_ms = MINUTE_MS
+        template = _TEMPLATE
         for _, status, started, duration, params in events:
-            minute = started - started % MINUTE_MS
+            minute = started - started % minute_ms
             if minute != last_minute:  # stream order: mostly the previous minute
                 found_cells = minutes.get(minute)
                 if found_cells is None:
                     found_cells = minutes[minute] = [{} for _ in range(n_indexes)]
                 cells = found_cells
+                other_cells = cells[1:]
+                all_acc = cells[0].get(ALL_INDEX_KEY) or cells[0].setdefault(
+                    ALL_INDEX_KEY, _TEMPLATE.copy()
+                )
                 last_minute = minute
             values = tuple(map(params.get, names))
             try:
@@ -127,12 +136,26 @@ class Aggregator:
                 row = row_of(params)
             keys = row[0]
             status_slot = 1 + status
-            for cell, key in zip(cells, keys, strict=True):
+            # The all index applies to every event: no key, no lookup.
+            all_acc[0] += 1
+            all_acc[status_slot] += 1
+            if started < all_acc[4]:
+                all_acc[4] = started
+            if started > all_acc[5]:
+                all_acc[5] = started
+            if duration is not None:
+                all_acc[6] += 1
+                all_acc[7] += duration
+                if duration < all_acc[8]:
+                    all_acc[8] = duration
+                if duration > all_acc[9]:
+                    all_acc[9] = duration
+            for cell, key in zip(other_cells, row[2]):  # noqa: B905 - same lengths by construction
                 if key is None:
                     continue
                 acc = cell.get(key)
                 if acc is None:
-                    acc = cell[key] = _TEMPLATE.copy()
+                    acc = cell[key] = template.copy()
                 acc[0] += 1
                 acc[status_slot] += 1
                 if started < acc[4]:

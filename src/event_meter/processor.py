@@ -121,6 +121,29 @@ def _check(leases: list[Lease]) -> None:
         lease.check()
 
 
+def _validate(
+    entries: list[Entry], name: str
+) -> tuple[list[PendingEvent], list[tuple[Entry, str]]]:
+    """Rows as events in stream order, and the malformed rows with why (hot path)."""
+    events: list[PendingEvent] = []
+    malformed: list[tuple[Entry, str]] = []
+    append = events.append
+    load = load_payload
+    for entry in entries:
+        payload = entry[1]
+        if type(payload) is not dict and isinstance(payload, Undecodable):
+            malformed.append((entry, payload.reason))
+            continue
+        loaded = load(payload)
+        if type(loaded) is str:
+            malformed.append((entry, loaded))
+        elif loaded[0] != name:
+            malformed.append((entry, f"name {loaded[0]!r} is not {name!r}"))
+        else:
+            append(loaded)  # type: ignore[arg-type]
+    return events, malformed
+
+
 def _one_batch(
     stream: StreamStore,
     rollups: RollupStore,
@@ -131,14 +154,14 @@ def _one_batch(
     result: ProcessResult,
 ) -> bool:
     """Apply one claimed batch; False when its rows could not be deleted."""
-    read_ids = [entry.id for entry in batch.entries]
+    read_ids = [entry[0] for entry in batch.entries]
     try:
-        fresh: dict[str, Entry] = {}
-        for entry in batch.entries:
-            if entry.id in fresh:
-                result.skipped_already_processed += 1  # repeated within the read
-            else:
-                fresh[entry.id] = entry
+        fresh = dict(zip(read_ids, batch.entries, strict=True))
+        if len(fresh) < len(read_ids):  # repeated within the read: the first one counts
+            fresh = {}
+            for entry in batch.entries:
+                fresh.setdefault(entry[0], entry)
+            result.skipped_already_processed += len(read_ids) - len(fresh)
         # Finish half-done applies again now that these rows are ours: a processor
         # that failed inside an apply after our first ``recover`` released rows its
         # journal covers, and we may have read them in a different batch (another
@@ -147,23 +170,14 @@ def _one_batch(
         rollups.recover(ref)
         done = rollups.processed_ids(ref, list(fresh))
         result.skipped_already_processed += len(done)
-        todo = [entry for entry_id, entry in fresh.items() if entry_id not in done]
-        events: list[PendingEvent] = []
-        malformed: list[tuple[Entry, str]] = []
-        for entry in todo:
-            payload = entry.payload
-            if isinstance(payload, Undecodable):
-                malformed.append((entry, payload.reason))
-                continue
-            loaded = load_payload(payload)
-            if isinstance(loaded, str):
-                malformed.append((entry, loaded))
-            elif loaded.name != ref.name:
-                malformed.append((entry, f"name {loaded.name!r} is not {ref.name!r}"))
-            else:
-                events.append(loaded)
+        todo = (
+            list(fresh.values())
+            if not done
+            else [entry for entry_id, entry in fresh.items() if entry_id not in done]
+        )
+        events, malformed = _validate(todo, ref.name)
         if todo:
-            entry_ids = [entry.id for entry in todo]
+            entry_ids = [entry[0] for entry in todo]
             state: dict[tuple[str, str], int] = {}
             if aggregator.interval_params and events:
                 state = rollups.read_state(ref, aggregator.state_keys(events))
