@@ -95,6 +95,9 @@ class FileRollups(RollupStore):
         """Store ``definition`` unless one is stored (atomic create-once); the stored dict."""
         layout = self._layout(ref)
         with storage_errors("store_definition", layout.definition):
+            stored = self._load_definition(layout)
+            if stored is not None:  # the common case: no write (works on a full disk too)
+                return stored
             data = orjson.dumps(definition)
             if create_once(layout.definition, data):
                 return dict(orjson.loads(data))

@@ -17,6 +17,7 @@ with an ``flock`` on ``claim_locks/<file>.lock`` and moved to
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -54,6 +55,11 @@ SYNC_MODES: Final = ("none", "flush", "fsync")
 _logger = logging.getLogger("event_meter")
 _dumps = orjson.dumps  # a global lookup instead of a module attribute on the hot path
 _APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+# A write(2) that fails wrote nothing; on a full disk the file stays clean and is kept.
+_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# A data file that cannot be read is skipped (and retried on the next pass) rather
+# than failing the whole read: it must not block every file after it.
+_UNREADABLE: Final = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.EISDIR})
 
 
 class FileStream(StreamStore):
@@ -132,6 +138,7 @@ class FileStream(StreamStore):
                 self._refresh(writer, now)
             body = payload if type(payload) is dict else dict(payload)
             line = _dumps({"id": writer.seq + 1, "payload": body}, option=_APPEND_NEWLINE)
+            written = -1
             try:
                 written = os.write(writer.fd, line)
                 if written == len(line):
@@ -140,7 +147,11 @@ class FileStream(StreamStore):
                         os.fsync(writer.fd)
                     return
             except OSError as exc:
-                writer.close()  # the next append starts a clean file
+                # Otherwise the next append starts a clean file. After a failed write
+                # on a full disk this one is still clean: a new file per failed write
+                # would pile up empty files for as long as the disk stays full.
+                if written >= 0 or exc.errno not in _DISK_FULL:
+                    writer.close()
                 raise StorageError(f"file stream could not append to {writer.path}: {exc}") from exc
             # A short write leaves a partial line: abandon the file so that line
             # stays its incomplete last line (quarantined once stale).
@@ -174,7 +185,9 @@ class FileStream(StreamStore):
         Files are taken oldest minute first; the last one may be consumed in
         part (the batch remembers where it stopped). A claimed file with no new
         complete line is released at once, and a finished empty one removed, so
-        looping ``read`` until an empty batch always terminates.
+        looping ``read`` until an empty batch always terminates. A file that cannot
+        be read (permissions, an I/O error) is skipped with a warning naming it and
+        stays pending, so it never blocks the files after it.
         """
         dirs = StreamDirs.of(self.path, name)
         now = self._now()
@@ -197,7 +210,23 @@ class FileStream(StreamStore):
                     self._claims.add(claim)
                 handle.claims.append(claim)
                 before = len(entries)
-                read_claim(dirs, claim, limit - before, entries, now, self.STALE_PARTIAL_SECONDS)
+                try:
+                    read_claim(
+                        dirs, claim, limit - before, entries, now, self.STALE_PARTIAL_SECONDS
+                    )
+                except OSError as exc:
+                    if exc.errno not in _UNREADABLE:
+                        raise
+                    del entries[before:]  # rows read before the error are not ours
+                    handle.claims.pop()
+                    self._untrack(claim)
+                    _logger.warning(
+                        "event_meter: cannot read stream file %s (%s); skipped, its rows "
+                        "stay pending for a later pass",
+                        dirs.processing / file,
+                        exc.strerror or exc,
+                    )
+                    continue
                 if len(entries) == before:
                     handle.claims.pop()
                     try:

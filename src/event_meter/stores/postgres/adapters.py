@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from event_meter.errors import ConfigurationError
 from event_meter.stores.postgres._driver import import_psycopg
@@ -46,12 +46,23 @@ URL_SCHEMES = ("postgresql", "postgres")
 
 
 def split_url(url: str) -> tuple[str, str | None]:
-    """``(libpq URL, table_prefix)``: ``?table_prefix=`` is ours, the rest is libpq's."""
+    """``(libpq URL, table_prefix)``: ``?table_prefix=`` is ours, the rest is libpq's.
+
+    The other parameters are passed on byte for byte: libpq decodes only ``%XX``
+    (a ``+`` stays a ``+``), so decoding and re-encoding them form-style would turn
+    ``options=-c%20lock_timeout%3D5s`` into ``-c+lock_timeout=5s``.
+    """
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((value for key, value in query if key == "table_prefix"), None)
-    rest = urlencode([(key, value) for key, value in query if key != "table_prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    prefix: str | None = None
+    kept: list[str] = []
+    for item in parts.query.split("&"):
+        key, _, value = item.partition("=")
+        if unquote(key) != "table_prefix":
+            if item:
+                kept.append(item)
+        elif prefix is None:
+            prefix = unquote(value)
+    return urlunsplit(parts._replace(query="&".join(kept))), prefix
 
 
 def _caller_transaction(conn: Any) -> bool:

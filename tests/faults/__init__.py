@@ -1,0 +1,1 @@
+"""Fault injection against the real file system and a real PostgreSQL server (issue 5)."""
