@@ -92,21 +92,30 @@ def _coerce(value: Any, path: str, depth: int = 0) -> Any:
     )
 
 
-def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Params as JSON-ready values; raises ``ValidationError`` naming the bad param."""
-    out: dict[str, Any] = {}
+def coerce_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as JSON-ready values; raises ``ValidationError`` naming the bad param.
+
+    The common case (ASCII keys; ASCII text, bool, None and 64-bit int values)
+    returns ``params`` itself: recording builds no second dict for it.
+    """
     for key, value in params.items():
-        if not key.isascii():
-            _text(key, key)
         kind = type(value)
-        if (
+        if key.isascii() and (
             (kind is str and value.isascii())
             or kind is bool
             or value is None
             or (kind is int and -_MAX_INT <= value < _MAX_INT)
         ):
-            out[key] = value
             continue
+        return _coerce_all(params)
+    return params
+
+
+def _coerce_all(params: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if not key.isascii():
+            _text(key, key)
         try:
             out[key] = _coerce(value, key)
         except (_TooDeepError, RecursionError):

@@ -158,36 +158,39 @@ class Event:
         finished_ns = time.perf_counter_ns()
         elapsed_ns = finished_ns - self._started_ns
         duration_ms = (elapsed_ns + 500_000) // 1_000_000 if elapsed_ns > 0 else 0
+        lock = _FINISH_LOCKS[(id(self) >> 4) % 64]
+        lock.acquire()  # not ``with``: measurably cheaper on this per-event path
         try:
-            with _FINISH_LOCKS[(id(self) >> 4) % 64]:
-                if self.recorded:
-                    return WriteResult(
-                        False,
-                        AlreadyRecordedError(
-                            f"event {self.name!r} was already recorded as {self.status!r}; "
-                            "an event finishes exactly once"
-                        ),
-                    )
-                started_at = self.started_at
-                meter = self._meter
-                if self.error is not None or started_at is None or meter is None:
-                    return WriteResult(False, self.error)
-                params = {**self._params, **extra} if extra else self._params
-                payload: dict[str, Any] = {
-                    "name": self.name,
-                    "status": status,
-                    "started_at": iso_us(started_at),
-                    "duration_ms": duration_ms,
-                }
-                if params:
-                    payload["params"] = coerce_params(params)
-                meter.stream.append(self.name, payload)
-                self.status = status
-                self._finished_ns = finished_ns
-                self.recorded = True
-                return WriteResult(True, None, payload)
+            if self.recorded:
+                return WriteResult(
+                    False,
+                    AlreadyRecordedError(
+                        f"event {self.name!r} was already recorded as {self.status!r}; "
+                        "an event finishes exactly once"
+                    ),
+                )
+            started_at = self.started_at
+            meter = self._meter
+            if self.error is not None or started_at is None or meter is None:
+                return WriteResult(False, self.error)
+            params = {**self._params, **extra} if extra else self._params
+            payload: dict[str, Any] = {
+                "name": self.name,
+                "status": status,
+                "started_at": iso_us(started_at),
+                "duration_ms": duration_ms,
+            }
+            if params:
+                payload["params"] = coerce_params(params)
+            meter.stream.append(self.name, payload)
+            self.status = status
+            self._finished_ns = finished_ns
+            self.recorded = True
+            return WriteResult(True, None, payload)
         except Exception as exc:
             return WriteResult(False, exc)
+        finally:
+            lock.release()
 
     @property
     def finished_at(self) -> datetime | None:
