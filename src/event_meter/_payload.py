@@ -138,12 +138,18 @@ def build_payload(
     return payload
 
 
+# Entries per parse cache before it starts over. Batches hold events of nearby
+# times, so a few thousand cover the hot path; 100,000 made each cache grow to
+# about 25 MB over the first day of events a processing process loaded.
+_PARSE_CACHE_LIMIT: Final = 4_096
+
+
 class _MinuteCache(dict[str, int]):
     """``YYYY-MM-DDTHH:MM`` -> epoch ms of that minute, parsed once."""
 
     def __missing__(self, prefix: str) -> int:
         ms = datetime_to_ms(datetime.fromisoformat(prefix + ":00+00:00"))
-        if len(self) > 100_000:
+        if len(self) >= _PARSE_CACHE_LIMIT:
             self.clear()
         self[prefix] = ms
         return ms
@@ -161,7 +167,7 @@ def _second_ms(prefix: str) -> int | None:
         seconds = int(prefix[17:19])
         if seconds < 60:
             ms = _MINUTES[prefix[:16]] + seconds * 1000
-            if len(_SECONDS) > 100_000:
+            if len(_SECONDS) >= _PARSE_CACHE_LIMIT:
                 _SECONDS.clear()
             _SECONDS[prefix] = ms
             return ms

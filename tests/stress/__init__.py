@@ -1,0 +1,1 @@
+"""Stress suite: concurrent writers and processors, seeded kills, exact rollups."""
