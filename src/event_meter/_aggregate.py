@@ -84,15 +84,28 @@ class Aggregator:
                 rules.append(((param, value_text(value)), applicable))
         return keys, tuple(rules), keys[1:]
 
-    def state_keys(self, events: Iterable[PendingEvent]) -> set[tuple[str, str]]:
+    def rows_of(self, events: Iterable[PendingEvent]) -> list[Row]:
+        """Every event's ``Row`` (index keys and interval rules), in order."""
+        # The body of ``_row`` inlined: this loop runs once per event.
+        cache = self._rows
+        row_of = self._row
+        names = self._params
+        out: list[Row] = []
+        append = out.append
+        for event in events:
+            params = event[4]
+            values = tuple(map(params.get, names))
+            try:
+                row = cache.get(values + tuple(map(type, values)))
+            except TypeError:
+                row = None
+            append(row if row is not None else row_of(params))
+        return out
+
+    @staticmethod
+    def state_keys(rows: Iterable[Row]) -> set[tuple[str, str]]:
         """The interval state keys a batch needs to read before ``build``."""
-        keys: set[tuple[str, str]] = set()
-        for param in self.interval_params:
-            for event in events:
-                value = event.params.get(param)
-                if value is not None:
-                    keys.add((param, value_text(value)))
-        return keys
+        return {state_key for row in rows if row[1] for state_key, _ in row[1]}
 
     def build(
         self,
@@ -100,22 +113,25 @@ class Aggregator:
         state: dict[tuple[str, str], int],
         batch_id: str,
         entry_ids: list[str],
+        rows: list[Row] | None = None,
     ) -> BatchDelta:
-        """Aggregate ``events`` (stream order); ``state`` is updated in place."""
+        """Aggregate ``events`` (stream order); ``state`` is updated in place.
+
+        ``rows`` are ``rows_of(events)`` when the caller computed them already.
+        """
+        events = events if isinstance(events, list) else list(events)
+        if rows is None:
+            rows = self.rows_of(events)
         minutes: dict[int, list[dict[str, list[int]]]] = {}
         n_indexes = len(self.indexes)
         new_state: dict[tuple[str, str], int] = {}
-        # The body of ``_row`` inlined: this loop runs once per event.
-        rows = self._rows
-        row_of = self._row
-        names = self._params
         last_minute = -1
         cells: list[dict[str, list[int]]] = []
         other_cells: list[dict[str, list[int]]] = []
         all_acc: list[int] = []
         minute_ms = MINUTE_MS
         template = _TEMPLATE
-        for _, status, started, duration, params in events:
+        for (_, status, started, duration, _params), row in zip(events, rows):  # noqa: B905
             minute = started - started % minute_ms
             if minute != last_minute:  # stream order: mostly the previous minute
                 found_cells = minutes.get(minute)
@@ -127,13 +143,6 @@ class Aggregator:
                     ALL_INDEX_KEY, _TEMPLATE.copy()
                 )
                 last_minute = minute
-            values = tuple(map(params.get, names))
-            try:
-                row = rows.get(values + tuple(map(type, values)))
-            except TypeError:
-                row = None
-            if row is None:
-                row = row_of(params)
             keys = row[0]
             status_slot = 1 + status
             # The all index applies to every event: no key, no lookup.
@@ -225,14 +234,27 @@ class Aggregator:
 
 
 def _merge_acc(into: list[int], acc: list[int]) -> None:
-    for slot in (0, 1, 2, 3, 6, 7, 10, 11):
-        into[slot] += acc[slot]
-    for slot in (4, 8, 12):
-        if acc[slot] < into[slot]:
-            into[slot] = acc[slot]
-    for slot in (5, 9, 13):
-        if acc[slot] > into[slot]:
-            into[slot] = acc[slot]
+    """Merge one minute accumulator into its hour's (unrolled: runs per key per batch)."""
+    into[0] += acc[0]
+    into[1] += acc[1]
+    into[2] += acc[2]
+    into[3] += acc[3]
+    into[6] += acc[6]
+    into[7] += acc[7]
+    into[10] += acc[10]
+    into[11] += acc[11]
+    if acc[4] < into[4]:
+        into[4] = acc[4]
+    if acc[8] < into[8]:
+        into[8] = acc[8]
+    if acc[12] < into[12]:
+        into[12] = acc[12]
+    if acc[5] > into[5]:
+        into[5] = acc[5]
+    if acc[9] > into[9]:
+        into[9] = acc[9]
+    if acc[13] > into[13]:
+        into[13] = acc[13]
 
 
 (

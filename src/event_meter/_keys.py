@@ -86,6 +86,7 @@ def index_key(params: Sequence[str], values: Mapping[str, Any]) -> str:
     return "|".join(f"{esc(param)}={esc(value_text(values[param]))}" for param in params)
 
 
+@lru_cache(maxsize=4096)
 def folder_name(text: str) -> str:
     """A safe, lowercase, collision-resistant folder name for any string."""
     slug = _FOLDER_RUN.sub("-", text.lower()).strip("-") or "event"

@@ -200,15 +200,16 @@ def load_payload(payload: Any) -> PendingEvent | str:
     """A stored payload as a ``PendingEvent``, or the reason it is malformed."""
     if type(payload) is not dict:
         return "payload is not a JSON object"
-    name = payload.get("name")
+    get = payload.get
+    name = get("name")
     if type(name) is not str or not name.strip():
         return "name is missing or blank"
-    raw_status = payload.get("status")
+    raw_status = get("status")
     # A JSON list or object is unhashable: check the type before the lookup.
     status = STATUS_CODE.get(raw_status) if type(raw_status) is str else None
     if status is None:
         return "status is not success, failure or skipped"
-    started_at = payload.get("started_at")
+    started_at = get("started_at")
     if type(started_at) is not str:
         return "started_at is missing"
     try:
@@ -226,10 +227,10 @@ def load_payload(payload: Any) -> PendingEvent | str:
             started_ms = _started_ms(started_at)
     except (ValueError, OverflowError):
         return "started_at is not a time"
-    duration = payload.get("duration_ms")
+    duration = get("duration_ms")
     if duration is not None and (type(duration) is not int or duration < 0):
         return "duration_ms is not a non-negative integer"
-    params = payload.get("params")
+    params = get("params")
     if params is None:
         params = {}
     elif type(params) is not dict:

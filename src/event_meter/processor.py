@@ -178,10 +178,11 @@ def _one_batch(
         events, malformed = _validate(todo, ref.name)
         if todo:
             entry_ids = [entry[0] for entry in todo]
+            rows = aggregator.rows_of(events)
             state: dict[tuple[str, str], int] = {}
             if aggregator.interval_params and events:
-                state = rollups.read_state(ref, aggregator.state_keys(events))
-            delta = aggregator.build(events, state, batch_id_of(entry_ids), entry_ids)
+                state = rollups.read_state(ref, aggregator.state_keys(rows))
+            delta = aggregator.build(events, state, batch_id_of(entry_ids), entry_ids, rows)
             _check(leases)
             rollups.apply(ref, delta)
         if malformed:

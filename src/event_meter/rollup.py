@@ -35,6 +35,7 @@ MIN_FIELDS: Final = frozenset(f for f in FIELDS if f.endswith("_min"))
 MAX_FIELDS: Final = frozenset(f for f in FIELDS if f.endswith("_max"))
 _KNOWN: Final = frozenset(FIELDS)
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
+_INT_ONLY: Final = frozenset((int,))
 
 
 def clean_fields(raw: Mapping[Any, Any]) -> dict[str, int]:
@@ -43,6 +44,8 @@ def clean_fields(raw: Mapping[Any, Any]) -> dict[str, int]:
     Accepts ints (not bools) and decimal text (``"12"``, ``b"12"``), so every
     backend treats a corrupt stored number the same way.
     """
+    if _KNOWN.issuperset(raw) and set(map(type, raw.values())) <= _INT_ONLY:
+        return dict(raw)  # the common case, checked in C: known names, int values
     out: dict[str, int] = {}
     for key, value in raw.items():
         name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key

@@ -113,7 +113,7 @@ def apply_batches(
         events = [event for _, event in batch]
         state: dict[tuple[str, str], int] = {}
         if aggregator.interval_params and events:
-            state = store.read_state(REF, aggregator.state_keys(events))
+            state = store.read_state(REF, aggregator.state_keys(aggregator.rows_of(events)))
         entry_ids = [f"stream.jsonl:{position}" for position, _ in batch]
         delta = aggregator.build(events, state, batch_id_of(entry_ids), entry_ids)
         store.apply(REF, delta)

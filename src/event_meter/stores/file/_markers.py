@@ -75,7 +75,8 @@ def _by_group(entry_ids: Iterable[str]) -> dict[str, _Group]:
     if ids == last_ids:
         return last_groups
     groups = _group(ids)
-    _last = (ids, groups)
+    if len(ids) > 16:  # small asks (a batch's two ends) must not evict a batch
+        _last = (ids, groups)
     return groups
 
 
