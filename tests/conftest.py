@@ -8,6 +8,7 @@ import pytest
 import event_meter
 from event_meter import EventMeter
 from event_meter.stores.base import RollupStore, StreamStore
+from event_meter.stores.memory import MemoryRollups, MemoryStream
 from pg_server import PostgresServer, session_server, stop_session_server
 from servers import RedisServer
 from support import (
@@ -111,3 +112,13 @@ def _isolated_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     event_meter.reset()
     yield
     event_meter.reset()
+
+
+@pytest.fixture
+def memory_meter(clock: FakeClock, namespace: str) -> EventMeter:
+    return EventMeter(
+        namespace=namespace,
+        stream_storage=MemoryStream(),
+        rollup_storage=MemoryRollups(),
+        clock=clock,
+    )

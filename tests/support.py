@@ -153,3 +153,39 @@ def record(meter: EventMeter, name: str, status: str = "success", **params: Any)
     assert result.recorded, result.error
     assert result.payload is not None
     return result.payload
+
+
+SUMMARY_ORDER = (
+    "count",
+    "success_count",
+    "failure_count",
+    "skipped_count",
+    "started_at_min",
+    "started_at_max",
+    "rate_window_seconds",
+    "per_second",
+    "per_minute",
+    "duration_ms_count",
+    "duration_ms_sum",
+    "duration_ms_avg",
+    "duration_ms_min",
+    "duration_ms_max",
+    "interval_ms_count",
+    "interval_ms_sum",
+    "interval_ms_avg",
+    "interval_ms_min",
+    "interval_ms_max",
+)
+"""Every summary key in the order SPEC section 8 renders them."""
+
+
+def stored(meter: EventMeter, clock: FakeClock, name: str) -> list[dict[str, Any]]:
+    """Every pending payload of ``name``, read back from the meter's stream store."""
+    clock.advance(minutes=2)  # past the file stream's claim grace
+    payloads: list[dict[str, Any]] = []
+    while True:
+        batch = meter.stream.read(name, 10_000)
+        payloads.extend(entry.payload for entry in batch.entries)
+        meter.stream.delete(batch)
+        if not batch.entries:
+            return payloads

@@ -18,7 +18,7 @@ import pytest
 import event_meter
 from event_meter import AlreadyRecordedError, Event, EventMeter, ValidationError, WriteResult
 from event_meter.stores import MemoryRollups, MemoryStream
-from support import T0, FakeClock
+from support import T0, FakeClock, stored
 
 INVALID_NAME = "event_meter.invalid"
 
@@ -50,28 +50,6 @@ class FlakyStream(MemoryStream):
 class BrokenClock:
     def now(self) -> datetime:
         raise RuntimeError("clock is broken")
-
-
-def stored(meter: EventMeter, clock: FakeClock, name: str) -> list[dict[str, Any]]:
-    """Every pending payload of ``name``, read back from the meter's stream store."""
-    clock.advance(minutes=2)  # past the file stream's claim grace
-    payloads: list[dict[str, Any]] = []
-    while True:
-        batch = meter.stream.read(name, 10_000)
-        payloads.extend(entry.payload for entry in batch.entries)
-        meter.stream.delete(batch)
-        if not batch.entries:
-            return payloads
-
-
-@pytest.fixture
-def memory_meter(clock: FakeClock, namespace: str) -> EventMeter:
-    return EventMeter(
-        namespace=namespace,
-        stream_storage=MemoryStream(),
-        rollup_storage=MemoryRollups(),
-        clock=clock,
-    )
 
 
 def meter_with_stream(stream: MemoryStream, clock: FakeClock) -> EventMeter:

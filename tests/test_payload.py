@@ -12,8 +12,7 @@ import pytest
 
 from event_meter import EventMeter, ValidationError, WriteResult
 from event_meter._payload import STATUSES, PendingEvent, build_payload, load_payload
-from event_meter.stores import MemoryRollups, MemoryStream
-from support import FakeClock
+from support import FakeClock, stored
 
 STARTED_AT = "2026-05-06T10:15:20.000000Z"
 
@@ -28,28 +27,6 @@ class Level(enum.IntEnum):
 
 class Mode(enum.StrEnum):
     FAST = "fast"
-
-
-def stored(meter: EventMeter, clock: FakeClock, name: str) -> list[dict[str, Any]]:
-    """Every pending payload of ``name``, read back from the meter's stream store."""
-    clock.advance(minutes=2)  # past the file stream's claim grace
-    payloads: list[dict[str, Any]] = []
-    while True:
-        batch = meter.stream.read(name, 10_000)
-        payloads.extend(entry.payload for entry in batch.entries)
-        meter.stream.delete(batch)
-        if not batch.entries:
-            return payloads
-
-
-@pytest.fixture
-def memory_meter(clock: FakeClock, namespace: str) -> EventMeter:
-    return EventMeter(
-        namespace=namespace,
-        stream_storage=MemoryStream(),
-        rollup_storage=MemoryRollups(),
-        clock=clock,
-    )
 
 
 def record(meter: EventMeter, **params: Any) -> WriteResult:

@@ -15,31 +15,10 @@ from event_meter import (
     Report,
     UnsupportedQueryError,
 )
-from support import FakeClock
+from support import SUMMARY_ORDER, FakeClock
 
 NAME = "invoice_delivery"
 T = datetime(2026, 5, 6, 10, 15, 0, tzinfo=UTC)
-SUMMARY_ORDER = [
-    "count",
-    "success_count",
-    "failure_count",
-    "skipped_count",
-    "started_at_min",
-    "started_at_max",
-    "rate_window_seconds",
-    "per_second",
-    "per_minute",
-    "duration_ms_count",
-    "duration_ms_sum",
-    "duration_ms_avg",
-    "duration_ms_min",
-    "duration_ms_max",
-    "interval_ms_count",
-    "interval_ms_sum",
-    "interval_ms_avg",
-    "interval_ms_min",
-    "interval_ms_max",
-]
 CHANGE_KEYS = [
     "count",
     "success_count",
