@@ -86,13 +86,13 @@ def summary(
         fields = merge_all(rollups.read_rollups(ref, "minute", index, key, ids))
         return render_summary(fields, len(buckets) * GRANULARITIES["minute"] / 1000)
     limit = None if key_limit is None else key_limit + 1
-    found = rollups.scan_rollups(ref, "hour", index, key, limit)
-    if key_limit is not None and len(found) > key_limit:
+    retained, fields = rollups.summarize(ref, "hour", index, key, limit)
+    if key_limit is not None and retained > key_limit:
         raise ValueError(
             f"{ref.name} v{ref.version} keeps more than {key_limit} hour buckets for {key!r}; "
             "pass start= and end= for a window, or raise summary_key_limit"
         )
-    return render_summary(merge_all(fields for _, fields in found), None)
+    return render_summary(fields, None)
 
 
 def series(

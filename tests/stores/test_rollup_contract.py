@@ -14,6 +14,7 @@ import pytest
 from event_meter._keys import ReportRef
 from event_meter._time import datetime_to_ms
 from event_meter.errors import EventMeterError
+from event_meter.rollup import merge_all
 from event_meter.stores.base import BatchDelta, Fields, RollupFile, RollupStore
 from support import FakeClock, random_namespace
 
@@ -309,6 +310,7 @@ def test_a_stored_number_that_is_not_a_decimal_integer_reads_as_absent(
     assert rollup_store.scan_rollups(ref, "minute", (), "all", None) == [
         ("202605061015", {"count": 2})
     ]
+    assert rollup_store.summarize(ref, "minute", (), "all", None) == (1, {"count": 2})
 
 
 # -- processed markers ---------------------------------------------------------------------
@@ -422,6 +424,51 @@ def test_scan_is_oldest_first_and_honours_the_limit(
     assert rollup_store.scan_rollups(ref, "hour", PROVIDER, P_KEY, None) == [
         ("2026050611", fields(5))
     ]
+
+
+def test_summarize_is_the_merge_of_what_scan_returns(
+    rollup_store: RollupStore, ref: ReportRef
+) -> None:
+    """A store's own ``summarize`` (server-side in PostgreSQL) agrees with scan + merge."""
+    for hh, low, high in (("09", 7, 90), ("10", 3, 40), ("12", 11, 500), ("23", 5, 6)):
+        rollup_store.apply(
+            ref,
+            delta(
+                {
+                    hour(hh): {
+                        "all": fields(
+                            int(hh),
+                            duration_ms_count=2,
+                            duration_ms_sum=low + high,
+                            duration_ms_min=low,
+                            duration_ms_max=high,
+                            started_at_ms_min=1_000 * int(hh),
+                            started_at_ms_max=2_000 * int(hh),
+                        )
+                    }
+                }
+            ),
+        )
+    for limit in (None, 1, 3, 10):
+        scanned = rollup_store.scan_rollups(ref, "hour", (), "all", limit)
+        assert rollup_store.summarize(ref, "hour", (), "all", limit) == (
+            len(scanned),
+            merge_all(found for _, found in scanned),
+        )
+    assert rollup_store.summarize(ref, "hour", (), "all", None) == (
+        4,
+        {
+            "count": 54,
+            "success_count": 54,
+            "started_at_ms_min": 9_000,
+            "started_at_ms_max": 46_000,
+            "duration_ms_count": 8,
+            "duration_ms_sum": 662,
+            "duration_ms_min": 3,
+            "duration_ms_max": 500,
+        },
+    )
+    assert rollup_store.summarize(ref, "hour", PROVIDER, P_KEY, None) == (0, {})
 
 
 # -- leases --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 from event_meter._keys import ReportRef
 from event_meter._time import Clock, SystemClock
+from event_meter.rollup import merge_all
 
 __all__ = [
     "NULL_LEASE",
@@ -247,6 +248,22 @@ class RollupStore(_Bindable, ABC):
         index_key: str,
         limit: int | None,
     ) -> list[tuple[str, Fields]]: ...
+
+    def summarize(
+        self,
+        ref: ReportRef,
+        granularity: str,
+        index: tuple[str, ...],
+        index_key: str,
+        limit: int | None,
+    ) -> tuple[int, Fields]:
+        """How many buckets ``scan_rollups`` returns, and their fields merged by the laws.
+
+        The default merges what ``scan_rollups`` returns; a store may compute the
+        same in one server-side aggregate (the contract suite checks they agree).
+        """
+        found = self.scan_rollups(ref, granularity, index, index_key, limit)
+        return len(found), merge_all(fields for _, fields in found)
 
     @abstractmethod
     def list_reports(self, namespace: str) -> list[tuple[str, int]]: ...

@@ -17,7 +17,7 @@ import orjson
 
 from event_meter._keys import ReportRef, esc
 from event_meter._time import GRANULARITIES, parse_bucket_id
-from event_meter.rollup import clean_fields
+from event_meter.rollup import FIELDS, clean_fields
 from event_meter.stores.base import BatchDelta
 from event_meter.stores.postgres._driver import statement
 from event_meter.stores.postgres.schema import Tables
@@ -87,6 +87,17 @@ class Queries:
         self.scan = sql(
             f"SELECT bucket, fields::text FROM {{rollups}} WHERE {rollup_range}"
             " ORDER BY bucket LIMIT %s"
+        )
+        # The merge laws of SPEC 8 in one aggregate; a stored value that is not a
+        # plain decimal integer is absent, as ``clean_fields`` decides in Python.
+        laws = ", ".join(
+            f"{'min' if name.endswith('_min') else 'max' if name.endswith('_max') else 'sum'}"
+            f"(CASE WHEN f->>'{name}' ~ '^-?[0-9]+$' THEN (f->>'{name}')::numeric END)"
+            for name in FIELDS
+        )
+        self.summarize = sql(
+            f"SELECT count(*), {laws} FROM (SELECT fields AS f FROM {{rollups}}"
+            f" WHERE {rollup_range} ORDER BY bucket LIMIT %s) AS scanned"
         )
         self.cleanup_rollups = sql(
             "DELETE FROM {rollups} WHERE report = %s AND bucket_end_ms <= %s"

@@ -39,6 +39,7 @@ import orjson
 from event_meter._keys import ReportRef, cleanup_lock_key, watermark_key
 from event_meter._time import ms_to_datetime, now_ms
 from event_meter.errors import ConfigurationError, StorageError
+from event_meter.rollup import FIELDS
 from event_meter.stores.base import BatchDelta, Fields, Lease, RollupStore
 from event_meter.stores.postgres import _queries as q
 from event_meter.stores.postgres._driver import storage_errors
@@ -244,6 +245,27 @@ class PostgresRollups(RollupStore):
         with self._borrow("scan_rollups") as conn:
             rows = conn.execute(self._q.scan, params).fetchall()
         return [(bucket, q.load_fields(fields)) for bucket, fields in rows]
+
+    def summarize(
+        self,
+        ref: ReportRef,
+        granularity: str,
+        index: tuple[str, ...],
+        index_key: str,
+        limit: int | None,
+    ) -> tuple[int, Fields]:
+        """One aggregate over the index range: no row leaves the server."""
+        params = [q.rollup_report(ref), granularity, index_key, limit]
+        with self._borrow("summarize") as conn:
+            row = conn.execute(self._q.summarize, params).fetchone()
+        if row is None:
+            return 0, {}
+        fields = {
+            name: int(value)
+            for name, value in zip(FIELDS, row[1:], strict=True)
+            if value is not None
+        }
+        return int(row[0]), fields
 
     # -- leases, cleanup, watermark ----------------------------------------------------
 
