@@ -10,6 +10,8 @@ Kinds that need a server (``redis``) carry its marker through ``kind_params`` /
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,12 @@ def stored(meter: EventMeter, clock: FakeClock, name: str) -> list[dict[str, Any
         meter.stream.delete(batch)
         if not batch.entries:
             return payloads
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``condition`` (a server's state, never the passing of time) until a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)

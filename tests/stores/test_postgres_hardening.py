@@ -18,7 +18,6 @@ module adds:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -33,8 +32,8 @@ from event_meter.stores import store_from_url
 from event_meter.stores.base import BatchDelta
 from event_meter.stores.memory import MemoryStream
 from event_meter.stores.postgres import PostgresRollups
-from pg_server import PostgresServer, count_backends, drop_test_tables, new_table_prefix
-from support import FakeClock, record
+from pg_server import PostgresServer, count_backends
+from support import FakeClock, record, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -58,31 +57,6 @@ HOSTILE = [
     "_",
     "",
 ]
-
-
-@pytest.fixture
-def server(postgres_server: PostgresServer) -> PostgresServer:
-    return postgres_server
-
-
-@pytest.fixture
-def prefix(server: PostgresServer) -> Iterator[str]:
-    yield new_table_prefix()
-    drop_test_tables()
-
-
-@pytest.fixture
-def admin(server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
-    with server.connect() as conn:
-        yield conn
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling a condition, not waiting for time to pass
 
 
 def database_tables(admin: psycopg.Connection[Any], prefix: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,40 +30,15 @@ from event_meter.stores.base import BatchDelta, RollupFile
 from event_meter.stores.memory import MemoryStream
 from event_meter.stores.postgres import PostgresRollups, install, schema_sql
 from event_meter.stores.postgres.adapters import source_for
-from pg_server import PostgresServer, count_backends, drop_test_tables, new_table_prefix
+from pg_server import PostgresServer, count_backends, new_table_prefix
 from servers import free_port
-from support import FakeClock, random_namespace, record
+from support import FakeClock, random_namespace, record, wait_until
 
 pytestmark = pytest.mark.postgres
 
 NAME = "invoice_delivery"
 IDLE = psycopg.pq.TransactionStatus.IDLE
 INTRANS = psycopg.pq.TransactionStatus.INTRANS
-
-
-@pytest.fixture
-def server(postgres_server: PostgresServer) -> PostgresServer:
-    return postgres_server
-
-
-@pytest.fixture
-def prefix(server: PostgresServer) -> Iterator[str]:
-    yield new_table_prefix()
-    drop_test_tables()
-
-
-@pytest.fixture
-def admin(server: PostgresServer) -> Iterator[psycopg.Connection[Any]]:
-    with server.connect() as conn:
-        yield conn
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling a condition, not waiting for time to pass
 
 
 def tables_of(admin: psycopg.Connection[Any], prefix: str) -> list[str]:

@@ -36,7 +36,7 @@ from event_meter.stores.redis import _apply, _scripts
 from event_meter.stores.redis.rollups import RedisRollups
 from event_meter.stores.redis.stream import RedisStream
 from servers import RedisServer
-from support import FakeClock, random_namespace
+from support import FakeClock, random_namespace, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -45,14 +45,6 @@ DEADLINE_S = 15.0
 FAILED_WRITE_BOUND_S = 1.0
 LOCK_TTL_S = 0.3
 CUSTOMERS = 4
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds or a bounded deadline passes."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +29,7 @@ from event_meter.stores.redis.lock import RedisLease, try_lease
 from event_meter.stores.redis.rollups import RedisRollups
 from event_meter.stores.redis.stream import RedisStream
 from servers import RedisServer
-from support import FakeClock, random_namespace
+from support import FakeClock, random_namespace, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -45,14 +44,6 @@ def ms(hour: int, minute: int = 0, second: int = 0) -> int:
 
 def fields(count: int, **more: int) -> Fields:
     return {"count": count, "success_count": count, **more}
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds or a bounded deadline passes."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture
