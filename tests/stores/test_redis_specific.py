@@ -35,7 +35,6 @@ pytestmark = pytest.mark.redis
 
 NAME = "invoice_delivery"
 TTL_MS = 3_600_000
-DEADLINE_S = 10.0
 
 
 def ms(hour: int, minute: int = 0, second: int = 0) -> int:
