@@ -175,6 +175,8 @@ def summary_with(meter: EventMeter, args: argparse.Namespace, out: TextIO | None
     result = meter.summary(args.report, version=args.version, start=args.start, end=args.end, by=by)
     if args.json:
         _render.print_json(result, out)
+    elif getattr(args, "csv", False):  # the Django command has no --csv
+        _render.print_csv(_render.summary_csv(result), out)
     else:
         _render.print_table(_render.mapping_table(result), title=_title(args, by), out=out)
     return 0
@@ -197,6 +199,8 @@ def series(args: argparse.Namespace) -> int:
     title = f"{_title(args, by)}: count per {args.every}"
     if args.json:
         _render.print_json(rows)
+    elif args.csv:
+        _render.print_csv(_render.series_csv(rows))
     elif plt is not None:
         sys.stdout.write(_plot.plotext_chart(plt, rows, title, color=sys.stdout.isatty()) + "\n")
     else:
@@ -216,6 +220,8 @@ def compare(args: argparse.Namespace) -> int:
         )
     if args.json:
         _render.print_json(result)
+    elif args.csv:
+        _render.print_csv(_render.compare_csv(result))
     else:
         _render.print_table(
             _render.compare_table(result), title=f"{_title(args, by)}: before -> after"

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, Final
 
-from event_meter.cli import _commands, _postgres
+from event_meter.cli import _commands, _dashboard, _postgres
 
 __all__ = ["SUBCOMMANDS", "build_parser", "key_value"]
 
@@ -98,6 +98,19 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _add_output(parser: argparse.ArgumentParser, *, plot: bool = False) -> None:
+    """The mutually exclusive output formats of a report command: ``--json``, ``--csv``."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument(
+        "--csv", action="store_true", help="print RFC 4180 CSV (floats unrounded, None empty)"
+    )
+    if plot:
+        output.add_argument(
+            "--plot", action="store_true", help='chart the count (needs "event-meter[cli]")'
+        )
+
+
 def _add_demo(subparsers: Subparsers) -> None:
     parser = _command(subparsers, "demo", _commands.demo, "record, process and show a demo report")
     parser.add_argument("--path", metavar="DIR", help="keep the demo's stream and rollups in DIR")
@@ -124,7 +137,7 @@ def _add_summary(subparsers: Subparsers) -> None:
     parser.add_argument("--start", metavar="T", help="window start (with --end)")
     parser.add_argument("--end", metavar="T", help="window end (with --start)")
     _add_by(parser)
-    _add_json(parser)
+    _add_output(parser)
 
 
 def _add_series(subparsers: Subparsers) -> None:
@@ -135,11 +148,7 @@ def _add_series(subparsers: Subparsers) -> None:
     parser.add_argument("--end", metavar="T", help="end (default: end of the current bucket)")
     parser.add_argument("--every", choices=("minute", "hour"), default="minute")
     _add_by(parser)
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    output.add_argument(
-        "--plot", action="store_true", help='chart the count (needs "event-meter[cli]")'
-    )
+    _add_output(parser, plot=True)
 
 
 def _add_compare(subparsers: Subparsers) -> None:
@@ -149,7 +158,7 @@ def _add_compare(subparsers: Subparsers) -> None:
     parser.add_argument("--before", nargs=2, required=True, metavar=("START", "END"))
     parser.add_argument("--after", nargs=2, required=True, metavar=("START", "END"))
     _add_by(parser)
-    _add_json(parser)
+    _add_output(parser)
 
 
 def _add_cleanup(subparsers: Subparsers) -> None:
@@ -190,6 +199,11 @@ def _add_postgres(subparsers: Subparsers) -> None:
     install.set_defaults(handler=_postgres.install)
 
 
+def _add_dashboard(subparsers: Subparsers) -> None:
+    parser = _command(subparsers, "dashboard", _dashboard.dashboard, _dashboard.HELP)
+    _dashboard.add_arguments(parser)
+
+
 SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (
     _add_demo,
     _add_process,
@@ -198,6 +212,7 @@ SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (
     _add_compare,
     _add_cleanup,
     _add_postgres,
+    _add_dashboard,
 )
 
 

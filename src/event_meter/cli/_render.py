@@ -1,26 +1,36 @@
-"""Output of the CLI: tables (``rich`` on a terminal, plain aligned text otherwise) and JSON.
+"""Output of the CLI: tables (``rich`` on a terminal, plain aligned text otherwise), JSON, CSV.
 
 ``rich`` is optional (the ``cli`` extra): without it, or when stdout is not a
-terminal, tables are plain text that pipes and ``grep`` handle well.
+terminal, tables are plain text that pipes and ``grep`` handle well. CSV is RFC
+4180 (the stdlib ``csv`` module) with exact values: floats by ``repr``, None empty.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TextIO
 
 import orjson
 
+from event_meter.rollup import FIELDS, render_summary
+
 __all__ = [
+    "compare_csv",
     "compare_table",
+    "csv_cell",
     "format_value",
     "mapping_table",
+    "print_csv",
     "print_json",
     "print_table",
+    "series_csv",
     "series_table",
     "summaries_table",
+    "summary_columns",
+    "summary_csv",
 ]
 
 MISSING: Final = "-"
@@ -35,6 +45,8 @@ SERIES_COLUMNS: Final = (
     ("duration_ms_max", "duration_ms_max"),
 )
 
+# SPEC order of the summary keys: a summary with every stored field known.
+_SUMMARY_ORDER: Final = tuple(render_summary(dict.fromkeys(FIELDS, 1), 60.0))
 # Summary times have 6 fractional digits but millisecond precision: tables show 3.
 _WHOLE_MS_TIME: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}000Z")
 
@@ -149,3 +161,62 @@ def compare_table(result: Mapping[str, Any]) -> Table:
         for metric, change in result["change"].items()
     ]
     return headers, rows
+
+
+# -- CSV ---------------------------------------------------------------------------------
+
+
+def csv_cell(value: Any) -> str:
+    """None -> empty, floats by ``repr`` (no rounding), booleans true/false, the rest as text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def print_csv(rows: Iterable[Sequence[Any]], out: TextIO | None = None) -> None:
+    """Write ``rows`` (the header first) as RFC 4180 CSV (CRLF line ends, minimal quoting)."""
+    writer = csv.writer(out or sys.stdout)
+    writer.writerows([csv_cell(value) for value in row] for row in rows)
+
+
+def summary_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The union of the rows' summary keys, in SPEC order.
+
+    Keys the SPEC order does not know yet (added by a newer summary) go right
+    after the key that precedes them in the row that has them.
+    """
+    order = list(_SUMMARY_ORDER)
+    present: set[str] = set()
+    for row in rows:
+        position = 0
+        for key in row:
+            present.add(key)
+            if key in order:
+                position = order.index(key) + 1
+            else:
+                order.insert(position, key)
+                position += 1
+    return [key for key in order if key in present]
+
+
+def summary_csv(summary: Mapping[str, Any]) -> list[list[Any]]:
+    return [list(summary), list(summary.values())]
+
+
+def series_csv(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    fields = summary_columns({k: v for k, v in row.items() if k != "bucket"} for row in rows)
+    body = [[row.get("bucket"), *(row.get(field) for field in fields)] for row in rows]
+    return [["bucket", *fields], *body]
+
+
+def compare_csv(result: Mapping[str, Any]) -> list[list[Any]]:
+    headers = ["metric", "before", "after", "difference", "ratio"]
+    rows = [
+        [metric, *(change.get(part) for part in headers[1:])]
+        for metric, change in result["change"].items()
+    ]
+    return [headers, *rows]

@@ -1,0 +1,1 @@
+"""The dashboard page's files, read with ``importlib.resources`` (no Python here)."""
