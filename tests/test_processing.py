@@ -13,6 +13,7 @@ from event_meter._keys import ReportRef
 from event_meter._time import datetime_to_ms
 from event_meter.stores.base import BatchDelta, StreamBatch
 from event_meter.stores.memory import MemoryRollups, MemoryStream
+from expect import percentiles
 from support import FakeClock, record
 
 NAME = "invoice_delivery"
@@ -101,6 +102,7 @@ def samples(*values: int) -> dict[str, Any]:
         "interval_ms_avg": sum(values) / len(values),
         "interval_ms_min": min(values),
         "interval_ms_max": max(values),
+        **percentiles("interval_ms", values),
     }
 
 

@@ -15,6 +15,7 @@ from event_meter import (
     Report,
     UnsupportedQueryError,
 )
+from expect import percentiles
 from support import SUMMARY_ORDER, FakeClock
 
 NAME = "invoice_delivery"
@@ -94,6 +95,7 @@ def test_summary_with_a_window_reads_its_minute_buckets(
         "duration_ms_avg": 200.0,
         "duration_ms_min": 100,
         "duration_ms_max": 300,
+        **percentiles("duration_ms", [100, 300]),
         "interval_ms_count": 0,
         "interval_ms_sum": 0,
     }

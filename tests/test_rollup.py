@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from event_meter.rollup import FIELDS, clean_fields, merge_all, merge_fields, render_summary
+from expect import histogram
 from support import SUMMARY_ORDER
 
 MIN_FIELDS = ("started_at_ms_min", "duration_ms_min", "interval_ms_min")
@@ -170,6 +171,9 @@ FULL = {
     "interval_ms_sum": 7,
     "interval_ms_min": 2,
     "interval_ms_max": 3,
+    "overflow_count": 1,
+    **histogram("duration_ms", [1, 2, 2, 5]),
+    **histogram("interval_ms", [2, 2, 3]),
 }
 
 

@@ -3,8 +3,9 @@
 This is the processing hot path. Each event costs one cached lookup that
 gives every index key and interval state key of its param values at once, then
 one dict lookup per applicable index and in-place integer updates on a
-preallocated list; hour rollups are derived from the minute accumulators once
-per batch instead of once per event.
+preallocated list, plus one count in the histogram bucket of its duration
+(``event_meter.histogram``); hour rollups are derived from the minute
+accumulators once per batch instead of once per event.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from typing import Any, Final
 from event_meter._keys import ALL_INDEX_KEY, index_key, value_text
 from event_meter._payload import PendingEvent
 from event_meter._time import HOUR_MS, MINUTE_MS, bucket_id
+from event_meter.histogram import duration_field_of, interval_field_of
 from event_meter.report import Report
-from event_meter.rollup import FIELDS
+from event_meter.rollup import FIELDS, OVERFLOW_FIELD
 from event_meter.stores.base import BatchDelta, Fields, RollupFile
 
 __all__ = ["Aggregator"]
 
 _BIG: Final = 1 << 62
-# Accumulator slots, in FIELDS order; min slots start at +inf, max slots at -inf.
-_TEMPLATE: Final = [0, 0, 0, 0, _BIG, -_BIG, 0, 0, _BIG, -_BIG, 0, 0, _BIG, -_BIG]
+# Accumulator slots, in FIELDS order (min slots start at +inf, max slots at -inf),
+# then the duration and the interval histogram (field name -> count).
+_DURATION_HIST: Final = 14
+_INTERVAL_HIST: Final = 15
 _ROW_CACHE_LIMIT: Final = 50_000
 # Values of these exact types render alike whenever they are equal, so they can
 # share a cache entry. Floats cannot (0.0 == -0.0, rendered "0.0" and "-0.0");
@@ -43,6 +47,7 @@ class Aggregator:
 
     def __init__(self, report: Report) -> None:
         self.indexes = report.indexes
+        self.histograms = report.percentiles
         position = {index: i for i, index in enumerate(self.indexes)}
         rules: dict[str, list[int]] = {}
         for rule in report.intervals:
@@ -72,10 +77,17 @@ class Aggregator:
         return found
 
     def _compute(self, params: Mapping[str, Any]) -> Row:
-        keys = tuple(
-            None if any(params.get(param) is None for param in index) else index_key(index, params)
-            for index in self.indexes
-        )
+        # Runs once per distinct combination of values: for every event when an
+        # index holds ids, so plain loops rather than nested generators.
+        found: list[str | None] = []
+        for index in self.indexes:
+            for param in index:
+                if params.get(param) is None:
+                    found.append(None)
+                    break
+            else:
+                found.append(index_key(index, params))
+        keys = tuple(found)
         rules: list[RuleRow] = []
         for param, positions in self._rules:
             value = params.get(param)
@@ -114,23 +126,29 @@ class Aggregator:
         batch_id: str,
         entry_ids: list[str],
         rows: list[Row] | None = None,
+        overflow: dict[int, int] | None = None,
     ) -> BatchDelta:
         """Aggregate ``events`` (stream order); ``state`` is updated in place.
 
-        ``rows`` are ``rows_of(events)`` when the caller computed them already.
+        ``rows`` are ``rows_of(events)`` when the caller computed them already
+        (or rewrote them: the cardinality guard does). ``overflow``: minute start
+        ms -> events the guard moved to an overflow value, added to the all index.
         """
         events = events if isinstance(events, list) else list(events)
         if rows is None:
             rows = self.rows_of(events)
-        minutes: dict[int, list[dict[str, list[int]]]] = {}
+        minutes: dict[int, list[dict[str, list[Any]]]] = {}
         n_indexes = len(self.indexes)
         new_state: dict[tuple[str, str], int] = {}
         last_minute = -1
-        cells: list[dict[str, list[int]]] = []
-        other_cells: list[dict[str, list[int]]] = []
-        all_acc: list[int] = []
+        cells: list[dict[str, list[Any]]] = []
+        other_cells: list[dict[str, list[Any]]] = []
+        all_acc: list[Any] = []
         minute_ms = MINUTE_MS
-        template = _TEMPLATE
+        new_acc = _new_acc
+        bucket_of = duration_field_of
+        histograms = self.histograms
+        bucket = ""
         for (_, status, started, duration, _params), row in zip(events, rows):  # noqa: B905
             minute = started - started % minute_ms
             if minute != last_minute:  # stream order: mostly the previous minute
@@ -140,7 +158,7 @@ class Aggregator:
                 cells = found_cells
                 other_cells = cells[1:]
                 all_acc = cells[0].get(ALL_INDEX_KEY) or cells[0].setdefault(
-                    ALL_INDEX_KEY, _TEMPLATE.copy()
+                    ALL_INDEX_KEY, new_acc()
                 )
                 last_minute = minute
             keys = row[0]
@@ -159,12 +177,16 @@ class Aggregator:
                     all_acc[8] = duration
                 if duration > all_acc[9]:
                     all_acc[9] = duration
+                if histograms:
+                    bucket = bucket_of(duration)
+                    hist = all_acc[14]
+                    hist[bucket] = hist.get(bucket, 0) + 1
             for cell, key in zip(other_cells, row[2]):  # noqa: B905 - same lengths by construction
                 if key is None:
                     continue
                 acc = cell.get(key)
                 if acc is None:
-                    acc = cell[key] = template.copy()
+                    acc = cell[key] = new_acc()
                 acc[0] += 1
                 acc[status_slot] += 1
                 if started < acc[4]:
@@ -178,6 +200,9 @@ class Aggregator:
                         acc[8] = duration
                     if duration > acc[9]:
                         acc[9] = duration
+                    if histograms:
+                        hist = acc[14]
+                        hist[bucket] = hist.get(bucket, 0) + 1
             for state_key, applicable in row[1]:
                 previous = state.get(state_key)
                 if previous is not None and started <= previous:
@@ -186,6 +211,7 @@ class Aggregator:
                 if previous is None:
                     continue
                 sample = started - previous
+                sample_bucket = interval_field_of(sample) if histograms else ""
                 for position in applicable:
                     acc = cells[position][keys[position]]  # type: ignore[index]
                     acc[10] += 1
@@ -194,8 +220,11 @@ class Aggregator:
                         acc[12] = sample
                     if sample > acc[13]:
                         acc[13] = sample
+                    if histograms:
+                        hist = acc[15]
+                        hist[sample_bucket] = hist.get(sample_bucket, 0) + 1
         delta = BatchDelta(batch_id=batch_id, entry_ids=entry_ids, state=new_state)
-        self._emit(minutes, delta)
+        self._emit(minutes, delta, overflow or {})
         return delta
 
     def _bucket(self, start: int, granularity: str) -> str:
@@ -206,8 +235,13 @@ class Aggregator:
             found = self._bucket_ids[(start, granularity)] = bucket_id(start, granularity)
         return found
 
-    def _emit(self, minutes: dict[int, list[dict[str, list[int]]]], delta: BatchDelta) -> None:
-        hours: dict[int, list[dict[str, list[int]]]] = {}
+    def _emit(
+        self,
+        minutes: dict[int, list[dict[str, list[Any]]]],
+        delta: BatchDelta,
+        overflow: dict[int, int],
+    ) -> None:
+        hours: dict[int, list[dict[str, list[Any]]]] = {}
         for minute, cells in minutes.items():
             hour = minute - minute % HOUR_MS
             hour_cells = hours.get(hour)
@@ -220,7 +254,7 @@ class Aggregator:
                 for key, acc in cell.items():
                     found = target.get(key)
                     if found is None:
-                        target[key] = acc.copy()
+                        target[key] = _copy_acc(acc)
                     else:
                         _merge_acc(found, acc)
                 delta.rollups[
@@ -231,9 +265,25 @@ class Aggregator:
                 if cell:
                     file = RollupFile("hour", self._bucket(hour, "hour"), self.indexes[position])
                     delta.rollups[file] = {key: _fields(acc) for key, acc in cell.items()}
+        for minute, moved in overflow.items():
+            for granularity, start in (("minute", minute), ("hour", minute - minute % HOUR_MS)):
+                file = RollupFile(granularity, self._bucket(start, granularity), ())
+                fields = delta.rollups[file][ALL_INDEX_KEY]
+                fields[OVERFLOW_FIELD] = fields.get(OVERFLOW_FIELD, 0) + moved
 
 
-def _merge_acc(into: list[int], acc: list[int]) -> None:
+def _new_acc() -> list[Any]:
+    return [0, 0, 0, 0, _BIG, -_BIG, 0, 0, _BIG, -_BIG, 0, 0, _BIG, -_BIG, {}, {}]
+
+
+def _copy_acc(acc: list[Any]) -> list[Any]:
+    out = acc.copy()
+    out[14] = acc[14].copy()
+    out[15] = acc[15].copy()
+    return out
+
+
+def _merge_acc(into: list[Any], acc: list[Any]) -> None:
     """Merge one minute accumulator into its hour's (unrolled: runs per key per batch)."""
     into[0] += acc[0]
     into[1] += acc[1]
@@ -255,6 +305,10 @@ def _merge_acc(into: list[int], acc: list[int]) -> None:
         into[9] = acc[9]
     if acc[13] > into[13]:
         into[13] = acc[13]
+    for hist in (_DURATION_HIST, _INTERVAL_HIST):
+        target = into[hist]
+        for name, count in acc[hist].items():
+            target[name] = target.get(name, 0) + count
 
 
 (
@@ -275,8 +329,9 @@ def _merge_acc(into: list[int], acc: list[int]) -> None:
 ) = FIELDS
 
 
-def _fields(acc: list[int]) -> Fields:
-    """Accumulator -> stored fields, in FIELDS order: zero sums and unknown min/max left out."""
+def _fields(acc: list[Any]) -> Fields:
+    """Accumulator -> stored fields, in FIELDS order: zero sums and unknown min/max left out,
+    then the histogram bucket counts."""
     count, success, failure, skipped, s_min, s_max, d_count, d_sum, d_min, d_max = acc[:10]
     fields: Fields = {_COUNT: count}
     if success:
@@ -297,7 +352,7 @@ def _fields(acc: list[int]) -> Fields:
         fields[_DURATION_MIN] = d_min
     if d_max != -_BIG:
         fields[_DURATION_MAX] = d_max
-    i_count, i_sum, i_min, i_max = acc[10:]
+    i_count, i_sum, i_min, i_max, durations, intervals = acc[10:]
     if i_count:
         fields[_INTERVAL_COUNT] = i_count
     if i_sum:
@@ -306,4 +361,8 @@ def _fields(acc: list[int]) -> Fields:
         fields[_INTERVAL_MIN] = i_min
     if i_max != -_BIG:
         fields[_INTERVAL_MAX] = i_max
+    if durations:
+        fields.update(durations)
+    if intervals:
+        fields.update(intervals)
     return fields

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from event_meter._aggregate import Aggregator
+from event_meter._guard import CardinalityGuard
 from event_meter._keys import ReportRef
 from event_meter._payload import PendingEvent, load_payload
 from event_meter.errors import DefinitionChangedError
@@ -92,7 +93,9 @@ def process_report(
         return result
     leases: list[Lease] = [stream_lease]
     try:
-        if report.intervals:
+        # Interval state and the cardinality guard's admitted values need one
+        # processor at a time; plain counts merge safely in parallel.
+        if report.intervals or report.max_values_per_index is not None:
             report_lease = rollups.try_report_lock(ref, lock_ttl_ms)
             if report_lease is None:
                 result.locked = True
@@ -101,12 +104,17 @@ def process_report(
         check_definition(rollups, ref, report)
         rollups.recover(ref)
         aggregator = Aggregator(report)
+        guard = (
+            None
+            if report.max_values_per_index is None
+            else CardinalityGuard(report, report.max_values_per_index, rollups, ref)
+        )
         while True:
             batch = stream.read(report.name, batch_size)
             if not batch.entries:
                 stream.release(batch)
                 break
-            if not _one_batch(stream, rollups, ref, aggregator, batch, leases, result):
+            if not _one_batch(stream, rollups, ref, aggregator, guard, batch, leases, result):
                 break
             if progress is not None:
                 progress(result)
@@ -149,6 +157,7 @@ def _one_batch(
     rollups: RollupStore,
     ref: ReportRef,
     aggregator: Aggregator,
+    guard: CardinalityGuard | None,
     batch: StreamBatch,
     leases: list[Lease],
     result: ProcessResult,
@@ -179,10 +188,15 @@ def _one_batch(
         if todo:
             entry_ids = [entry[0] for entry in todo]
             rows = aggregator.rows_of(events)
+            overflow = None
+            if guard is not None:
+                rows, overflow = guard.rewrite(events, rows)
             state: dict[tuple[str, str], int] = {}
             if aggregator.interval_params and events:
                 state = rollups.read_state(ref, aggregator.state_keys(rows))
-            delta = aggregator.build(events, state, batch_id_of(entry_ids), entry_ids, rows)
+            delta = aggregator.build(
+                events, state, batch_id_of(entry_ids), entry_ids, rows, overflow
+            )
             _check(leases)
             rollups.apply(ref, delta)
         if malformed:

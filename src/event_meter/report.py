@@ -38,11 +38,28 @@ class Report:
     ``Report("invoice_delivery", version=1).index_by("provider")`` keeps the all
     index plus one index per provider value. Builders return the report, so they
     chain. Two reports with the same canonical form have the same fingerprint.
+
+    Options (part of the definition, so changing one needs a new version):
+
+    - ``max_values_per_index=N``: the cardinality guard. Each index keeps at most
+      ``N`` distinct values per hour bucket (and so per minute bucket); the events
+      of further values go to the overflow value ``__other__`` of that index, and
+      the all index counts them in ``overflow_count``. Totals stay exact. Such a
+      report is processed under the report lock, like one with interval rules.
+    - ``percentiles=False``: keep no duration or interval histograms, so
+      summaries carry no ``*_p50``.. ``*_p99`` and rollups stay small.
     """
 
-    __slots__ = ("_indexes", "_intervals", "name", "version")
+    __slots__ = ("_indexes", "_intervals", "max_values_per_index", "name", "percentiles", "version")
 
-    def __init__(self, name: str, version: int = 1) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int = 1,
+        *,
+        max_values_per_index: int | None = None,
+        percentiles: bool = True,
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"Report name must be a non-blank string, got {name!r}")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -50,8 +67,20 @@ class Report:
                 f"Report version must be a positive int, got {version!r}; "
                 "bump it when the definition changes"
             )
+        if max_values_per_index is not None and (
+            isinstance(max_values_per_index, bool)
+            or not isinstance(max_values_per_index, int)
+            or max_values_per_index < 1
+        ):
+            raise ValueError(
+                f"max_values_per_index must be a positive int or None, got {max_values_per_index!r}"
+            )
+        if not isinstance(percentiles, bool):
+            raise TypeError(f"percentiles must be True or False, got {percentiles!r}")
         self.name = name
         self.version = version
+        self.max_values_per_index = max_values_per_index
+        self.percentiles = percentiles
         self._indexes: set[tuple[str, ...]] = {()}
         self._intervals: set[IntervalRule] = set()
 
@@ -87,7 +116,9 @@ class Report:
         return sorted(self._intervals)
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        """SPEC 5's canonical form; options appear only when they differ from the default,
+        so reports without them keep SPEC's fingerprints."""
+        out: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "indexes": [list(index) for index in self.indexes],
@@ -95,6 +126,11 @@ class Report:
                 {"param": rule.param, "group_by": list(rule.group_by)} for rule in self.intervals
             ],
         }
+        if self.max_values_per_index is not None:
+            out["max_values_per_index"] = self.max_values_per_index
+        if not self.percentiles:
+            out["percentiles"] = False
+        return out
 
     @property
     def fingerprint(self) -> str:
@@ -109,7 +145,12 @@ class Report:
     @classmethod
     def from_definition(cls, definition: Mapping[str, Any]) -> Report:
         """Rebuild a report from a stored definition."""
-        report = cls(definition["name"], definition["version"])
+        report = cls(
+            definition["name"],
+            definition["version"],
+            max_values_per_index=definition.get("max_values_per_index"),
+            percentiles=definition.get("percentiles", True),
+        )
         for index in definition.get("indexes", []):
             if index:
                 report.index_by(*index)
@@ -126,7 +167,15 @@ class Report:
         return hash(self.fingerprint)
 
     def __repr__(self) -> str:
-        parts = [f"Report({self.name!r}, version={self.version})"]
+        options = "".join(
+            f", {name}={value!r}"
+            for name, value, default in (
+                ("max_values_per_index", self.max_values_per_index, None),
+                ("percentiles", self.percentiles, True),
+            )
+            if value != default
+        )
+        parts = [f"Report({self.name!r}, version={self.version}{options})"]
         parts += [f".index_by({', '.join(map(repr, i))})" for i in self.indexes if i]
         for rule in self.intervals:
             parts.append(f".measure_interval_by({rule.param!r}, group_by={list(rule.group_by)!r})")

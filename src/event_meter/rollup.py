@@ -7,9 +7,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from event_meter._time import iso_ms
+from event_meter.histogram import HISTOGRAM_FIELDS, percentiles
 
 __all__ = [
     "FIELDS",
+    "OVERFLOW_FIELD",
     "clean_fields",
     "merge_fields",
     "render_summary",
@@ -31,15 +33,22 @@ FIELDS: Final = (
     "interval_ms_min",
     "interval_ms_max",
 )
+OVERFLOW_FIELD: Final = "overflow_count"
+"""Events of a bucket that the cardinality guard moved to an index's overflow value
+(kept in the all index; sum law)."""
 MIN_FIELDS: Final = frozenset(f for f in FIELDS if f.endswith("_min"))
 MAX_FIELDS: Final = frozenset(f for f in FIELDS if f.endswith("_max"))
-_KNOWN: Final = frozenset(FIELDS)
+# Stored names: the SPEC fields, the histogram buckets (sum law) and the overflow count.
+_KNOWN: Final = frozenset(FIELDS) | HISTOGRAM_FIELDS | {OVERFLOW_FIELD}
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 _INT_ONLY: Final = frozenset((int,))
 
 
 def clean_fields(raw: Mapping[Any, Any]) -> dict[str, int]:
     """Known fields whose stored value is a plain decimal integer; the rest is absent.
+
+    Known: the SPEC section 8 fields, histogram buckets (``event_meter.histogram``)
+    and ``overflow_count``.
 
     Accepts ints (not bools) and decimal text (``"12"``, ``b"12"``), so every
     backend treats a corrupt stored number the same way.
@@ -94,6 +103,9 @@ def render_summary(fields: Mapping[str, int], window_seconds: float | None) -> d
         "failure_count": fields.get("failure_count", 0),
         "skipped_count": fields.get("skipped_count", 0),
     }
+    overflow = fields.get(OVERFLOW_FIELD)
+    if overflow:
+        out[OVERFLOW_FIELD] = overflow
     first = fields.get("started_at_ms_min")
     last = fields.get("started_at_ms_max")
     if first is not None:
@@ -120,4 +132,9 @@ def render_summary(fields: Mapping[str, int], window_seconds: float | None) -> d
             out[f"{measure}_min"] = low
         if high is not None:
             out[f"{measure}_max"] = high
+        if count > 0:
+            found = percentiles(fields, measure)
+            if found is not None:
+                for label, value in found.items():
+                    out[f"{measure}_{label}"] = value
     return out

@@ -21,6 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from event_meter import EventMeter, Report
+from event_meter._keys import ReportRef, index_key
+from event_meter._time import bucket_id
+from expect import hist_field
 
 EVENT: Final = "invoice_delivery"
 PROVIDERS: Final = ("postmark", "sendgrid", "ses")
@@ -194,12 +197,14 @@ def fold(rows: Iterable[Row], *, intervals: bool) -> Truth:
                     _add(fields, "duration_ms_sum", row.duration_ms)
                     _low(fields, "duration_ms_min", row.duration_ms)
                     _high(fields, "duration_ms_max", row.duration_ms)
+                    _add(fields, hist_field("duration_ms", row.duration_ms), 1)
             if sample is not None:
                 fields = truth[(granularity, bucket, (("provider", row.provider),))]
                 _add(fields, "interval_ms_count", 1)
                 _add(fields, "interval_ms_sum", sample)
                 _low(fields, "interval_ms_min", sample)
                 _high(fields, "interval_ms_max", sample)
+                _add(fields, hist_field("interval_ms", sample), 1)
     return truth
 
 
@@ -248,17 +253,32 @@ def query_keys() -> list[Key]:
     return keys
 
 
+def _histograms(fields: Mapping[str, int] | None) -> dict[str, int]:
+    return {k: v for k, v in (fields or {}).items() if "_ms_h" in k and v}
+
+
 def assert_exact(meter: EventMeter, report: Report, truth: Truth) -> None:
-    """Every minute and hour bucket and every unwindowed summary equals ``truth``."""
+    """Every minute and hour bucket and every unwindowed summary equals ``truth``,
+    and every stored histogram bucket count too."""
     wrong: list[str] = []
+    ref = ReportRef(meter.config.namespace, report.name, report.version)
     for key in query_keys():
         by = dict(key) or None
+        index = tuple(name for name, _ in key)
         for every, (start, end) in (("minute", RANGE), ("hour", HOUR_RANGE)):
+            starts: list[int] = []
             for got in meter.series(report, start=start, end=end, every=every, by=by):
                 bucket = int(datetime.fromisoformat(got["bucket"]).timestamp()) * 1000
+                starts.append(bucket)
                 want = expected(truth.get((every, bucket, key)))
                 if shown(got) != want:
                     wrong.append(f"{every} {got['bucket']} {by}: got {shown(got)}, want {want}")
+            ids = [bucket_id(ms, every) for ms in starts]
+            stored = meter.rollups.read_rollups(ref, every, index, index_key(index, dict(key)), ids)
+            for ms, fields in zip(starts, stored, strict=True):
+                want_h = _histograms(truth.get((every, ms, key)))
+                if _histograms(fields) != want_h:
+                    wrong.append(f"{every} {ms} {by} histogram: {_histograms(fields)} != {want_h}")
         hours = [fields for (gran, _, k), fields in truth.items() if gran == "hour" and k == key]
         got_total = shown(meter.summary(report, by=by))
         if got_total != expected(_merge(hours)):

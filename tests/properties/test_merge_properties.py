@@ -32,6 +32,7 @@ from event_meter.rollup import FIELDS, MAX_FIELDS, MIN_FIELDS, merge_all, merge_
 from event_meter.stores.base import Fields, RollupStore
 from event_meter.stores.file.rollups import FileRollups
 from event_meter.stores.memory import MemoryRollups
+from expect import hist_field
 from properties.strategies import io_examples, scratch_dir
 
 REF = ReportRef("test:properties", "e", 1)
@@ -163,6 +164,8 @@ def oracle(
         fields[f"{measure}_sum"] = fields.get(f"{measure}_sum", 0) + value
         fields[f"{measure}_min"] = min(fields.get(f"{measure}_min", value), value)
         fields[f"{measure}_max"] = max(fields.get(f"{measure}_max", value), value)
+        bucket = hist_field(measure, value)
+        fields[bucket] = fields.get(bucket, 0) + 1
 
     for event in events:
         # An index applies when all its params are present and not None.
@@ -346,4 +349,5 @@ def test_regression_an_index_on_a_param_with_a_bar_keeps_its_own_files(tmp_path:
         "duration_ms_sum": 1_500,
         "duration_ms_min": 1_500,
         "duration_ms_max": 1_500,
+        hist_field("duration_ms", 1_500): 1,
     }

@@ -426,6 +426,35 @@ def test_scan_is_oldest_first_and_honours_the_limit(
     ]
 
 
+def test_bucket_index_keys_lists_one_bucket_of_one_index(
+    rollup_store: RollupStore, ref: ReportRef
+) -> None:
+    pair = ("provider", "queue")
+    odd = "provider=a%7Cb+%25_%00%C3%A9"  # escaped |, space, %, _, NUL and a non-ASCII value
+    rollup_store.apply(
+        ref,
+        delta(
+            {
+                minute("1014", PROVIDER): {P_KEY: fields(2), odd: fields(1)},
+                minute("1015", PROVIDER): {"provider=ses": fields(1)},
+                minute("1014", pair): {"provider=x|queue=y": fields(1)},
+                hour("10", PROVIDER): {P_KEY: fields(2), odd: fields(1), "provider=ses": fields(1)},
+                minute("1014"): {"all": fields(3)},
+            }
+        ),
+    )
+    keys = rollup_store.bucket_index_keys
+    assert keys(ref, "minute", "202605061014", PROVIDER) == {P_KEY, odd}
+    assert keys(ref, "minute", "202605061015", PROVIDER) == {"provider=ses"}
+    assert keys(ref, "hour", "2026050610", PROVIDER) == {P_KEY, odd, "provider=ses"}
+    assert keys(ref, "minute", "202605061014", pair) == {"provider=x|queue=y"}
+    assert keys(ref, "minute", "202605061016", PROVIDER) == set()
+    assert keys(ref, "hour", "2026050611", pair) == set()
+    rollup_store.cleanup(ref, ms(10, 15))
+    assert keys(ref, "minute", "202605061014", PROVIDER) == set()
+    assert keys(ref, "minute", "202605061015", PROVIDER) == {"provider=ses"}
+
+
 def test_summarize_is_the_merge_of_what_scan_returns(
     rollup_store: RollupStore, ref: ReportRef
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 from event_meter._keys import ReportRef
 from event_meter._time import Clock, SystemClock
+from event_meter.errors import ConfigurationError
 from event_meter.rollup import merge_all
 
 __all__ = [
@@ -264,6 +265,20 @@ class RollupStore(_Bindable, ABC):
         """
         found = self.scan_rollups(ref, granularity, index, index_key, limit)
         return len(found), merge_all(fields for _, fields in found)
+
+    def bucket_index_keys(
+        self, ref: ReportRef, granularity: str, bucket_id: str, params: tuple[str, ...]
+    ) -> set[str]:
+        """The index keys stored in one bucket of the index over ``params`` (never ``()``).
+
+        The cardinality guard (``Report(max_values_per_index=N)``) reads it once per
+        hour bucket and index it touches. A store that cannot list them says so.
+        """
+        raise ConfigurationError(
+            f"{type(self).__name__} cannot list the index values of a bucket, so it cannot "
+            "process reports with max_values_per_index; use another rollup store or drop "
+            "the option"
+        )
 
     @abstractmethod
     def list_reports(self, namespace: str) -> list[tuple[str, int]]: ...

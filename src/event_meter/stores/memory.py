@@ -166,6 +166,12 @@ class MemoryRollups(RollupStore):
                 out.append(clean_fields(fields) if fields is not None else None)
             return out
 
+    def bucket_index_keys(
+        self, ref: ReportRef, granularity: str, bucket_id: str, params: tuple[str, ...]
+    ) -> set[str]:
+        with self._lock:
+            return set(self._rollups.get(ref, {}).get((granularity, params, bucket_id), {}))
+
     def scan_rollups(
         self,
         ref: ReportRef,

@@ -147,6 +147,18 @@ def read_rollup_keys(
     return out
 
 
+def bucket_index_keys(
+    layout: ReportLayout, granularity: str, bucket_id: str, index: tuple[str, ...]
+) -> set[str]:
+    """The index keys held by one bucket file of ``index`` (its metadata left out)."""
+    try:
+        rel = layout.rollup_rel(granularity, bucket_id, index)
+    except ValueError:
+        return set()
+    rollups = _read_rollups_map(os.path.join(str(layout.base), rel))
+    return set(rollups) if rollups else set()
+
+
 def _sorted_names(folder: str, want_dirs: bool) -> list[str]:
     try:
         with os.scandir(folder) as entries:

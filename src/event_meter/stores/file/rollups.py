@@ -236,6 +236,13 @@ class FileRollups(RollupStore):
                 layout, granularity, index, index_key, list(bucket_ids)
             )
 
+    def bucket_index_keys(
+        self, ref: ReportRef, granularity: str, bucket_id: str, params: tuple[str, ...]
+    ) -> set[str]:
+        layout = self._layout(ref)
+        with storage_errors("bucket_index_keys", layout.base):
+            return _rollup_files.bucket_index_keys(layout, granularity, bucket_id, params)
+
     def scan_rollups(
         self,
         ref: ReportRef,
