@@ -25,7 +25,7 @@ from event_meter.stores.file.stream import FileStream
 from event_meter.stores.memory import MemoryRollups, MemoryStream
 
 STREAM_KINDS = ("memory", "file", "redis")
-ROLLUP_KINDS = ("memory", "file", "redis", "postgres")
+ROLLUP_KINDS = ("memory", "file", "redis", "postgres", "sqlite")
 PAIRINGS = (
     ("memory", "memory"),
     ("file", "file"),
@@ -35,6 +35,7 @@ PAIRINGS = (
     ("redis", "redis"),
     ("file", "postgres"),
     ("redis", "postgres"),
+    ("file", "sqlite"),
 )
 SERVICES = {"redis": "redis_server", "postgres": "postgres_server"}
 _MARKS = {"redis": pytest.mark.redis, "postgres": pytest.mark.postgres}
@@ -117,6 +118,10 @@ def make_rollups(kind: str, path: Path) -> RollupStore:
 
         url = pg_server.session_server().dsn
         return PostgresRollups(url=url, table_prefix=pg_server.new_table_prefix())
+    if kind == "sqlite":  # no server: one database file per test, never skipped
+        from event_meter.stores.sqlite import SQLiteRollups
+
+        return SQLiteRollups(path.with_suffix(".db"))
     raise ValueError(f"unknown rollup kind {kind!r}")
 
 
@@ -162,6 +167,7 @@ SUMMARY_ORDER = (
     "success_count",
     "failure_count",
     "skipped_count",
+    "overflow_count",
     "started_at_min",
     "started_at_max",
     "rate_window_seconds",
@@ -172,13 +178,23 @@ SUMMARY_ORDER = (
     "duration_ms_avg",
     "duration_ms_min",
     "duration_ms_max",
+    "duration_ms_p50",
+    "duration_ms_p90",
+    "duration_ms_p95",
+    "duration_ms_p99",
     "interval_ms_count",
     "interval_ms_sum",
     "interval_ms_avg",
     "interval_ms_min",
     "interval_ms_max",
+    "interval_ms_p50",
+    "interval_ms_p90",
+    "interval_ms_p95",
+    "interval_ms_p99",
 )
-"""Every summary key in the order SPEC section 8 renders them."""
+"""Every summary key in the order SPEC section 8 renders them, with the percentiles
+right after each measure's max and the cardinality guard's overflow count after the
+status counts."""
 
 
 def stored(meter: EventMeter, clock: FakeClock, name: str) -> list[dict[str, Any]]:

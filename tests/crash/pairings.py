@@ -6,6 +6,12 @@ kill scenarios; all of them run the exception scenarios. A later backend (Redis,
 PostgreSQL) joins by adding one ``Pairing`` to ``PAIRINGS``, and, if its stream
 or its journal can be inspected, a branch to ``Storage.leftovers``.
 
+``file->sqlite`` keeps its rollups in ``<root>/rollups.db`` (no server). A
+SIGKILLed processor leaves its lease rows there until they expire, so it runs
+with a short ``lock_ttl`` too and ``Storage.settle`` polls the file until no
+live lease is left (``settle_sqlite``); the next processor takes the expired row
+over through the store's own take path.
+
 Redis pairings (``file->redis``, ``redis->redis``) use the session's real
 ``redis-server`` and a short ``lock_ttl``: a SIGKILLed processor leaves its
 leases in Redis until they expire (nothing releases them), so ``Storage.settle``
@@ -45,10 +51,14 @@ FILE_ROLLUPS: Final = "file_rollups"
 REDIS_STREAM: Final = "redis_stream"
 REDIS_ROLLUPS: Final = "redis_rollups"
 POSTGRES_ROLLUPS: Final = "postgres_rollups"
+SQLITE_ROLLUPS: Final = "sqlite_rollups"
 PARALLEL_READERS: Final = "parallel_readers"
 """Two processors may read rows of one event at the same time (no per-event read lease)."""
 REDIS_LOCK_TTL_MS: Final = 500
 """Short, so a killed holder's leases expire soon; long enough for refreshes every 250 ms."""
+SQLITE_LOCK_TTL_MS: Final = 1_000
+"""Like PostgreSQL's: a refresh every 500 ms is never late, a killed holder's lease soon expires."""
+SQLITE_FILE: Final = "rollups.db"
 SETTLE_TIMEOUT_S: Final = 15.0
 Opener = Callable[[Path, dict[str, Any]], tuple[StreamStore, RollupStore]]
 
@@ -78,6 +88,40 @@ def _redis_rollups() -> RollupStore:
     from event_meter.stores.redis.rollups import RedisRollups
 
     return RedisRollups(url=redis_url())
+
+
+def _file_sqlite(root: Path, shared: dict[str, Any]) -> tuple[StreamStore, RollupStore]:
+    from event_meter.stores.sqlite import SQLiteRollups
+
+    return FileStream(root), SQLiteRollups(root / SQLITE_FILE)
+
+
+def live_sqlite_leases(database: Path) -> list[str]:
+    """Lease keys in the file whose expiry (this host's real clock, ms) has not passed."""
+    import sqlite3
+
+    from event_meter.stores.sqlite.lock import parse_lease, wall_ms
+
+    if not database.exists():
+        return []
+    conn = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT key, value FROM event_meter_strings WHERE key LIKE '%process_lock%'"
+        ).fetchall()
+    except sqlite3.OperationalError:  # no tables yet
+        return []
+    finally:
+        conn.close()
+    now = wall_ms()
+    return [key for key, value in rows if (lease := parse_lease(value)) and lease[0] > now]
+
+
+def settle_sqlite(database: Path) -> None:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while held := live_sqlite_leases(database):
+        assert time.monotonic() < deadline, f"leases never expired: {held}"
+        time.sleep(0.01)  # polling the lease rows, bounded by the deadline
 
 
 def _shared(shared: dict[str, Any], key: str, make: Callable[[], Any]) -> Any:
@@ -116,6 +160,13 @@ PAIRINGS: Final = (
         open_file_postgres,
         services=("postgres",),
         lock_ttl_ms=POSTGRES_LOCK_TTL_MS,
+    ),
+    Pairing(
+        "file->sqlite",
+        True,
+        frozenset({FILE_STREAM, SQLITE_ROLLUPS, PARALLEL_READERS}),
+        _file_sqlite,
+        lock_ttl_ms=SQLITE_LOCK_TTL_MS,
     ),
     Pairing(
         "file->memory",
@@ -164,11 +215,13 @@ class Storage:
     def settle(self) -> None:
         """Wait until no lease of the namespace is held (bounded; polls, never sleeps blind).
 
-        Only Redis leases outlive a killed holder: they stay until their short
-        ``lock_ttl`` expires. File locks die with their process.
+        Redis, PostgreSQL and SQLite leases outlive a killed holder: they stay
+        until their short ``lock_ttl`` expires. File locks die with their process.
         """
         if "postgres" in self.pairing.services:
             settle_postgres(self._shared)  # see crash/postgres_pairing.py
+        if SQLITE_ROLLUPS in self.pairing.features:
+            settle_sqlite(self.root / SQLITE_FILE)
         if "redis" not in self.pairing.services:
             return
         import redis

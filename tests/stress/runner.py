@@ -5,9 +5,11 @@ writer processes, one process hosting writer threads, and processor processes
 that the supervisor (the test process, which has no threads of its own) keeps
 ``PROCESSORS`` of alive. Each processor is armed with a seeded crash point of
 ``crash.points`` (``random_point``: before/after apply, inside a file-rollups
-apply, torn writes, inside the file stream's delete, Redis apply steps) and is
-SIGKILLed when it reaches it; a killed processor is replaced at once, the next
-ones armed until ``kills`` processors died, then unarmed ones drain the rest.
+apply, torn writes, inside the file stream's delete, Redis apply steps, and for
+``file->sqlite`` half the time a statement inside the apply transaction:
+``crash.sqlite_points``) and is SIGKILLed when it reaches it; a killed processor
+is replaced at once, the next ones armed until ``kills`` processors died, then
+unarmed ones drain the rest.
 The "moment" is a count of hook calls, never a timer.
 
 Pairings with a ``memory`` store live in one process: their processors are
@@ -33,6 +35,7 @@ from crash.pairings import (
     PARALLEL_READERS,
     POSTGRES_ROLLUPS,
     REDIS_STREAM,
+    SQLITE_ROLLUPS,
     Pairing,
     Storage,
     fork,
@@ -41,6 +44,8 @@ from crash.pairings import PAIRINGS as CRASH_PAIRINGS
 from crash.points import CrashPoint, armed, kill
 from crash.postgres_pairing import POSTGRES_LOCK_TTL_MS
 from crash.scenarios import random_point
+from crash.sqlite_points import WHERE as SQLITE_WHERE
+from crash.sqlite_points import in_apply as sqlite_in_apply
 from crash.workload import counts_report, interval_report
 from event_meter import EventMeter, LockLostError, Report
 from event_meter.stores.base import RollupStore, StreamStore
@@ -240,6 +245,13 @@ def batch_sizes(count: int) -> tuple[int, ...]:
     return tuple(n * scale for n in (10, 30, 100))
 
 
+def kill_point(rng: random.Random, pairing: Pairing) -> CrashPoint:
+    """A seeded crash point for a processor of ``pairing`` (an apply number or tick 1-3)."""
+    if SQLITE_ROLLUPS in pairing.features and rng.random() < 0.5:
+        return sqlite_in_apply(rng.choice(SQLITE_WHERE), None, rng.randint(1, 3))
+    return random_point(rng, pairing, latest=3)
+
+
 def supervise_processes(
     storage: Storage,
     slots: Slots,
@@ -256,7 +268,7 @@ def supervise_processes(
     live: dict[int, bool] = {}  # pid -> armed
 
     def spawn() -> None:
-        crash = random_point(rng, storage.pairing, latest=3) if figures.kills < kills else None
+        crash = kill_point(rng, storage.pairing) if figures.kills < kills else None
         batch = rng.choice(sizes)
         live[fork(partial(_processor, storage, crash, batch, slots))] = crash is not None
         figures.processors_started += 1

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from event_meter.stores.postgres import PostgresRollups
     from event_meter.stores.redis.rollups import RedisRollups
     from event_meter.stores.redis.stream import RedisStream
+    from event_meter.stores.sqlite import SQLiteRollups
 
 __all__ = [
     "FileRollups",
@@ -33,6 +34,7 @@ __all__ = [
     "PostgresRollups",
     "RedisRollups",
     "RedisStream",
+    "SQLiteRollups",
     "embedded_path",
     "store_from_url",
 ]
@@ -48,6 +50,7 @@ _CLASSES: dict[str, str] = {
     "RedisStream": "event_meter.stores.redis.stream",
     "RedisRollups": "event_meter.stores.redis.rollups",
     "PostgresRollups": "event_meter.stores.postgres.rollups",
+    "SQLiteRollups": "event_meter.stores.sqlite.rollups",
 }
 
 # scheme -> (stream class, rollup class); None where the role is not offered.
@@ -59,6 +62,7 @@ SCHEMES: dict[str, tuple[str | None, str | None]] = {
     "unix": ("RedisStream", "RedisRollups"),
     "postgresql": (None, "PostgresRollups"),
     "postgres": (None, "PostgresRollups"),
+    "sqlite": (None, "SQLiteRollups"),
 }
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -114,7 +118,7 @@ def store_from_url(
             return cls(url=url, read_limit=redis_read_limit)  # type: ignore[no-any-return]
         ttl = {} if rollup_ttl_ms is None else {"ttl_ms": rollup_ttl_ms}
         return cls(url=url, **ttl)  # type: ignore[no-any-return]
-    if class_name == "PostgresRollups":
+    if class_name in ("PostgresRollups", "SQLiteRollups"):
         return cls(url=url)  # type: ignore[no-any-return]
     if role == "stream":
         return cls(file_path_of(url), sync=stream_sync)  # type: ignore[no-any-return]

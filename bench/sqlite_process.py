@@ -1,0 +1,185 @@
+"""Processing throughput into SQLite: ``process_pending`` of a FileStream backlog.
+
+The backlog is recorded by ``bench/process.py``'s record child (the public API,
+a fake clock through 60 minutes, 1,000 customers, 5 providers, 3 queues); then
+a fresh child times ``process_pending`` of the SPEC section 1 report from
+``FileStream`` into ``SQLiteRollups`` (default batch of 10,000 rows: one
+``BEGIN IMMEDIATE`` transaction per batch, WAL, ``synchronous=FULL``).
+
+Baseline, measured in the same run on the same database file: the very rollup
+rows of every batch (captured from our applies) upserted into a second table
+prefix by ``executemany`` of the store's own one-row upsert (the same merge
+function), one ``BEGIN IMMEDIATE`` transaction per batch, on a connection with
+the same settings. Both tables are compared row by row afterwards. Target: at
+least 80,000 events/s (the PostgreSQL and Redis processing target).
+
+``--normal`` processes a copy of the same backlog a second time with
+``synchronous=NORMAL``, to show what fsyncing every commit costs.
+
+    python bench/sqlite_process.py [--events 200000] [--tmp DIR] [--normal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import T0, FakeClock, invoice_report, peak_rss_mib, run_child
+from event_meter import EventMeter
+from event_meter._keys import ReportRef
+from event_meter.stores import FileStream
+from event_meter.stores.base import BatchDelta
+from event_meter.stores.sqlite import SQLiteRollups, _connections
+from event_meter.stores.sqlite import _queries as q
+from event_meter.stores.sqlite._fields import MERGE_FUNCTION, merge_json
+from event_meter.stores.sqlite._schema import Tables
+
+MINUTES = 60
+TARGET_EVENTS_PER_SECOND = 80_000
+HERE = Path(__file__).resolve().parent
+
+
+def connect(database: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(database, isolation_level=None, timeout=10)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.create_function(MERGE_FUNCTION, 2, merge_json, deterministic=True)
+    return conn
+
+
+def baseline(database: Path, ref: ReportRef, deltas: list[BatchDelta], synchronous: str) -> float:
+    """Seconds to upsert the rollup rows of ``deltas`` with ``executemany`` (prefix ``base``)."""
+    tables = Tables.of("base")
+    query = q.Queries(tables).apply_rollups
+    batches = [q.rollup_rows(ref, delta, 0) for delta in deltas]
+    conn = connect(database, synchronous)
+    try:
+        for statement in tables.ddl():
+            conn.execute(statement)
+        started = time.perf_counter()
+        for rows in batches:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(query, rows)
+            conn.execute("COMMIT")
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def same_rollups(database: Path) -> bool:
+    conn = sqlite3.connect(database)
+    try:
+        ours = conn.execute("SELECT key, fields FROM bench_rollups ORDER BY key").fetchall()
+        base = conn.execute("SELECT key, fields FROM base_rollups ORDER BY key").fetchall()
+    finally:
+        conn.close()
+    return ours == base and len(ours) > 0
+
+
+def process(folder: Path, events: int, database: Path, synchronous: str) -> dict[str, Any]:
+    """Child: the timed ``process_pending``, then the ``executemany`` baseline."""
+    _connections.SYNCHRONOUS = synchronous  # type: ignore[misc]  # FULL unless --normal
+    clock = FakeClock(T0)
+    clock.advance(minutes=MINUTES + 1, seconds=11)  # past the last minute and the grace
+    store = SQLiteRollups(database, table_prefix="bench")
+    meter = EventMeter(stream_storage=FileStream(folder), rollup_storage=store, clock=clock)
+    report = invoice_report()
+    deltas: list[BatchDelta] = []
+    apply_s = [0.0]
+    real_apply = store.apply
+
+    def apply(ref: ReportRef, delta: BatchDelta) -> None:
+        started = time.perf_counter()
+        real_apply(ref, delta)
+        apply_s[0] += time.perf_counter() - started
+        deltas.append(delta)
+
+    store.apply = apply  # type: ignore[method-assign]
+    started = time.perf_counter()
+    result = meter.process_pending(report)
+    seconds = time.perf_counter() - started
+    if result.processed != events or result.malformed or not result.complete:
+        raise RuntimeError(f"unexpected result {result.to_dict()}")
+    summary_started = time.perf_counter()
+    total = meter.summary(report)["count"]
+    summary_s = time.perf_counter() - summary_started
+    if total != events:
+        raise RuntimeError(f"summary counts {total}, expected {events}")
+    ref = ReportRef(meter.config.namespace, report.name, report.version)
+    rows = sum(len(values) for delta in deltas for values in delta.rollups.values())
+    meter.close()
+    base_s = baseline(database, ref, deltas, synchronous)
+    if not same_rollups(database):
+        raise RuntimeError("the baseline and process_pending stored different rollups")
+    return {
+        "process_s": seconds,
+        "apply_s": apply_s[0],
+        "baseline_s": base_s,
+        "summary_s": summary_s,
+        "batches": len(deltas),
+        "rows": rows,
+        "rss_mib": peak_rss_mib(),
+        "database_mib": database.stat().st_size / 2**20,
+    }
+
+
+def report(events: int, done: dict[str, Any], synchronous: str) -> None:
+    rate = events / done["process_s"]
+    print(
+        f"FileStream -> SQLiteRollups (WAL, synchronous={synchronous}): {events:,} events, "
+        f"{done['batches']} batches, {done['rows']:,} rollup rows upserted"
+    )
+    print(
+        f"  process_pending:                 {done['process_s']:7.3f} s"
+        f"  {rate:>10,.0f} events/s  (target >= {TARGET_EVENTS_PER_SECOND:,})"
+    )
+    print(
+        f"    of which SQLiteRollups.apply:  {done['apply_s']:6.3f} s"
+        f"  {done['rows'] / done['apply_s']:>10,.0f} rows/s (rollups + state + markers)"
+    )
+    print(
+        f"  baseline (executemany upsert of the same rollup rows): {done['baseline_s']:7.3f} s"
+        f"  {done['rows'] / done['baseline_s']:>10,.0f} rows/s"
+    )
+    print(f"  ratio apply / baseline:           {done['apply_s'] / done['baseline_s']:6.2f}x")
+    print(f"  ratio process_pending / baseline: {done['process_s'] / done['baseline_s']:6.2f}x")
+    print(f"  summary() over every hour bucket: {done['summary_s'] * 1000:6.1f} ms")
+    print(
+        f"  process child peak RSS: {done['rss_mib']:.1f} MiB; "
+        f"database file {done['database_mib']:.1f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--tmp", default=None, help="parent folder of the stream and database")
+    parser.add_argument("--normal", action="store_true", help="also run synchronous=NORMAL")
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        folder, events, database, synchronous = args.child
+        print(json.dumps(process(Path(folder), int(events), Path(database), synchronous)))
+        return
+    events = args.events
+    modes = ["FULL", "NORMAL"] if args.normal else ["FULL"]
+    with tempfile.TemporaryDirectory(prefix="event-meter-bench-", dir=args.tmp) as root:
+        recorded = os.path.join(root, "recorded")
+        run_child(str(HERE / "process.py"), ["record", recorded, str(events)])
+        for mode in modes:
+            folder = os.path.join(root, f"stream-{mode}")
+            shutil.copytree(recorded, folder)
+            database = os.path.join(root, f"rollups-{mode}.db")
+            done = run_child(os.path.abspath(__file__), [folder, str(events), database, mode])
+            report(events, done, mode)
+
+
+if __name__ == "__main__":
+    main()
