@@ -13,12 +13,17 @@ cheapest way to put the same numbers into Redis, without parsing, aggregating,
 merge laws, markers or the journal. Target: at least 80,000 events/s.
 The script starts its own ``redis-server``.
 
-    python bench/redis_process.py [--events N] [--tmp DIR]
+``--floor`` also times ``process_pending`` of a copy of the same backlog into a
+rollup store that writes nothing (reading, validating and aggregating only): the
+share of the time that is not the Redis store's.
+
+    python bench/redis_process.py [--events N] [--tmp DIR] [--floor]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from datetime import timedelta
@@ -31,6 +36,8 @@ from _common import T0, FakeClock, invoice_report
 from _servers import BenchRedis
 from event_meter import EventMeter
 from event_meter.stores import FileStream
+from event_meter.stores.base import RollupStore
+from event_meter.stores.memory import MemoryRollups
 from event_meter.stores.redis.rollups import RedisRollups
 from process import MINUTES, record
 
@@ -39,15 +46,25 @@ TARGET_EVENTS_PER_SECOND = 80_000
 PIPELINE = 10_000
 
 
-def process(folder: Path, url: str, events: int) -> float:
+class NoWrites(MemoryRollups):
+    """A rollup store that stores nothing: what processing costs without a store."""
+
+    def processed_ids(self, ref: Any, entry_ids: Any) -> set[str]:
+        return set()
+
+    def apply(self, ref: Any, delta: Any) -> None:
+        return None
+
+    def forget(self, ref: Any, entry_ids: Any) -> None:
+        return None
+
+
+def process(folder: Path, rollups: RollupStore, events: int) -> float:
     """Seconds for ``process_pending`` of the whole backlog; checks the totals."""
     clock = FakeClock(T0)
     clock.advance(minutes=MINUTES + 1, seconds=11)  # past the last minute and the grace
     meter = EventMeter(
-        namespace=NAMESPACE,
-        stream_storage=FileStream(folder),
-        rollup_storage=RedisRollups(url=url),
-        clock=clock,
+        namespace=NAMESPACE, stream_storage=FileStream(folder), rollup_storage=rollups, clock=clock
     )
     report = invoice_report()
     try:
@@ -56,7 +73,7 @@ def process(folder: Path, url: str, events: int) -> float:
         seconds = time.perf_counter() - started
         if result.processed != events or result.malformed or not result.complete:
             raise RuntimeError(f"unexpected result {result.to_dict()}")
-        if meter.summary(report)["count"] != events:
+        if not isinstance(rollups, NoWrites) and meter.summary(report)["count"] != events:
             raise RuntimeError("the summary does not count every event")
         return seconds
     finally:
@@ -92,13 +109,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--tmp", default=None, help="parent folder of the stream files")
+    parser.add_argument(
+        "--floor", action="store_true", help="also time a store that writes nothing"
+    )
     args = parser.parse_args()
     with (
         BenchRedis() as server,
         tempfile.TemporaryDirectory(prefix="event-meter-bench-", dir=args.tmp) as folder,
     ):
         recorded = record(Path(folder), args.events)
-        process_s = process(Path(folder), server.url, args.events)
+        floor_s = None
+        if args.floor:
+            copy = Path(folder) / "copy"
+            shutil.copytree(Path(folder), copy, ignore=shutil.ignore_patterns("copy"))
+            floor_s = process(copy, NoWrites(), args.events)
+        process_s = process(Path(folder), RedisRollups(url=server.url), args.events)
         client = redis.Redis.from_url(server.url)
         rollups = rollup_fields(client)
         base_s, commands = baseline(client, rollups)
@@ -120,6 +145,11 @@ def main() -> None:
         f"({rate:>10,.0f} events/s, target >= {TARGET_EVENTS_PER_SECOND:,})"
     )
     print(f"ratio (process time / baseline time):   {process_s / base_s:8.2f}x")
+    if floor_s is not None:
+        print(
+            f"process_pending, no-op rollup store:    {floor_s:8.3f} s  "
+            f"({args.events / floor_s:>10,.0f} events/s: reading, validating, aggregating)"
+        )
 
 
 if __name__ == "__main__":

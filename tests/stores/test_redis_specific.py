@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -505,6 +506,174 @@ def test_scan_rollups_reads_the_bucket_index_not_the_keyspace(
     found = rollups.scan_rollups(ref, "hour", (), "all", None)
     assert [bucket for bucket, _ in found] == ["2026050610", "2026050611", "2026050612"]
     assert rollups.scan_rollups(ref, "hour", (), "all", 2) == found[:2]
+
+
+def test_bucket_index_keys_reads_a_member_set_kept_by_apply_and_cleanup_drops_it(
+    rollups: RedisRollups, client: redis.Redis, ref: ReportRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hour = RollupFile("hour", "2026050610", ("customer_id",))
+    pairs = RollupFile("hour", "2026050610", ("provider", "queue"))
+    rollups.apply(
+        ref,
+        BatchDelta(
+            "1" * 64,
+            ["a"],
+            {
+                hour: {"customer_id=1": fields(1), "customer_id=a+b": fields(1)},
+                pairs: {"provider=p|queue=q": fields(1)},
+                RollupFile("hour", "2026050610", ()): {"all": fields(2)},
+                RollupFile("hour", "2026050611", ("customer_id",)): {"customer_id=2": fields(1)},
+            },
+        ),
+    )
+    rollups.apply(ref, BatchDelta("2" * 64, ["b"], {hour: {"customer_id=3": fields(1)}}))
+    monkeypatch.setattr(client, "scan_iter", None)  # never a SCAN of the keyspace
+    monkeypatch.setattr(rollups._client(), "scan_iter", None)
+    assert rollups.bucket_index_keys(ref, "hour", "2026050610", ("customer_id",)) == {
+        "customer_id=1",
+        "customer_id=a+b",
+        "customer_id=3",
+    }
+    assert rollups.bucket_index_keys(ref, "hour", "2026050610", ("provider", "queue")) == {
+        "provider=p|queue=q"
+    }
+    assert rollups.bucket_index_keys(ref, "hour", "2026050611", ("customer_id",)) == {
+        "customer_id=2"
+    }
+    assert rollups.bucket_index_keys(ref, "hour", "2026050612", ("customer_id",)) == set()
+    assert rollups.bucket_index_keys(ref, "minute", "202605061000", ("customer_id",)) == set()
+    held_by = rollups.keys(ref).bucket_keys("hour", "2026050610", ("customer_id",))
+    assert 0 < client.pttl(held_by) <= TTL_MS
+    monkeypatch.undo()
+    rollups.cleanup(ref, ms(11))  # the 10:00 bucket ended; 11:00 is kept
+    assert rollups.bucket_index_keys(ref, "hour", "2026050610", ("customer_id",)) == set()
+    assert rollups.bucket_index_keys(ref, "hour", "2026050611", ("customer_id",)) == {
+        "customer_id=2"
+    }
+    left = {k.decode() for k in client.scan_iter(match=f"{ref.namespace}:bucket_keys:*")}
+    assert left == {rollups.keys(ref).bucket_keys("hour", "2026050611", ("customer_id",))}
+
+
+def test_every_field_merges_by_its_name_and_sums_stay_exact_past_53_bits(
+    rollups: RedisRollups, client: redis.Redis, ref: ReportRef
+) -> None:
+    """Field names are open-ended (histogram buckets, ...): "*_min", "*_max", else a sum."""
+    file = RollupFile("minute", "202605061000", ())
+    key = rollups.keys(ref).rollup("minute", "202605061000", "all")
+    first = {"duration_ms_h37": 2, "lag_min": 5, "lag_max": 5, "near": 2**53 - 10}
+    first |= {"wide": 999_999_999_999_999, "huge": 2**62}
+    rollups.apply(ref, BatchDelta("1" * 64, ["a"], {file: {"all": first}}))
+    second = {"duration_ms_h37": 3, "lag_min": 3, "lag_max": 9, "near": 20}
+    second |= {"wide": 2**53 - 1, "huge": 2**61, "new_h1": 1}
+    rollups.apply(ref, BatchDelta("2" * 64, ["b"], {file: {"all": second}}))
+    rollups.apply(ref, BatchDelta("3" * 64, ["c"], {file: {"all": {"lag_min": 4, "lag_max": 8}}}))
+    expected = {
+        "duration_ms_h37": 5,
+        "lag_min": 3,
+        "lag_max": 9,
+        "near": 2**53 + 10,
+        "wide": 999_999_999_999_999 + 2**53 - 1,
+        "huge": 2**62 + 2**61,
+        "new_h1": 1,
+    }
+    assert client.hgetall(key) == {k.encode(): str(v).encode() for k, v in expected.items()}
+
+
+def test_values_that_are_not_integers_are_left_out(
+    rollups: RedisRollups, client: redis.Redis, ref: ReportRef
+) -> None:
+    file = RollupFile("minute", "202605061000", ())
+    key = rollups.keys(ref).rollup("minute", "202605061000", "all")
+    odd: dict[str, Any] = {"a": True, "b": 1.5, "c": "abc", "d": None, "e_min": "7x"}
+    for n, count in enumerate((1, 2)):  # a new hash, then a merge
+        delta = BatchDelta(f"{n:064x}", [f"e{n}"], {file: {"all": {"count": count, **odd}}})
+        rollups.apply(ref, delta)
+    assert client.hgetall(key) == {b"count": b"3"}
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_chunks_wider_than_one_lua_call_are_written_in_slices(
+    rollups: RedisRollups, ref: ReportRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lua can pass at most ~8,000 arguments to one command: big groups go in slices."""
+    monkeypatch.setattr(_apply, "CHUNK_KEYS", 10_000)
+    monkeypatch.setattr(_apply, "CHUNK_ARGS", 10**9)
+    file = RollupFile("hour", "2026050610", ("customer_id",))
+    wide = {f"duration_ms_h{k}": 1 for k in range(5_000)}
+    values = {f"customer_id={c}": fields(1) for c in range(5_000)} | {"customer_id=w": wide}
+    delta = BatchDelta("1" * 64, ["a"], {file: values})
+    assert len(_apply.chunks(rollups.keys(ref), delta)) == 1
+    for n in range(2):  # a new hash, then a merge
+        rollups.apply(ref, replace(delta, batch_id=f"{n:064x}", entry_ids=[f"e{n}"]))
+    keys = rollups.bucket_index_keys(ref, "hour", "2026050610", ("customer_id",))
+    assert keys == set(values)
+    found = rollups.read_rollups(ref, "hour", ("customer_id",), "customer_id=1", ["2026050610"])
+    assert found == [fields(2)]
+    raw = rollups._client().hgetall(rollups.keys(ref).rollup("hour", "2026050610", "customer_id=w"))
+    assert len(raw) == 5_000
+    assert set(raw.values()) == {b"2"}
+
+
+def test_keys_holding_another_type_are_replaced(
+    rollups: RedisRollups, client: redis.Redis, ref: ReportRef
+) -> None:
+    keys = rollups.keys(ref)
+    file = RollupFile("hour", "2026050610", ("provider",))
+    client.set(keys.rollup("hour", "2026050610", "provider=a"), "not a hash")
+    client.lpush(keys.state("customer_id", "1"), "not a string")
+    client.set(keys.buckets("hour", "provider=a"), "not a zset")
+    client.set(keys.bucket_keys("hour", "2026050610", ("provider",)), "not a set")
+    delta = BatchDelta(
+        "1" * 64, ["a"], {file: {"provider=a": fields(1)}}, {("customer_id", "1"): 7}
+    )
+    rollups.apply(ref, delta)
+    assert rollups.scan_rollups(ref, "hour", ("provider",), "provider=a", None) == [
+        ("2026050610", fields(1))
+    ]
+    assert rollups.read_state(ref, [("customer_id", "1")]) == {("customer_id", "1"): 7}
+    assert rollups.bucket_index_keys(ref, "hour", "2026050610", ("provider",)) == {"provider=a"}
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_journal_of_a_release_that_cut_chunks_by_key_name_replays_exactly(
+    rollups: RedisRollups, client: redis.Redis, ref: ReportRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its chunking has no order element: the replay cuts by key name, as it did."""
+    delta = big_delta("e" * 64)
+    real = run_pipeline
+    monkeypatch.setattr(_apply, "current_chunking", lambda: (7, 4_096, _apply.BY_NAME))
+
+    def dies_after_two(client: Any, calls: Any) -> list[Any]:
+        if calls and calls[0][0] is _apply.CHUNK:
+            real(client, calls[:2])
+            raise redis.exceptions.ConnectionError("connection reset mid-pipeline")
+        return real(client, calls)
+
+    monkeypatch.setattr(_apply, "run_pipeline", dies_after_two)
+    with pytest.raises(StorageError):
+        rollups.apply(ref, delta)
+    monkeypatch.undo()
+    journal = rollups.keys(ref).journal()
+    doc = orjson.loads(client.hget(journal, delta.batch_id) or b"")
+    assert doc["chunking"] == [7, 4_096, _apply.BY_NAME]
+    doc["chunking"] = [7, 4_096]  # as an earlier release journaled it
+    client.hset(journal, delta.batch_id, orjson.dumps(doc))
+    rollups.recover(ref)
+    expected = [[fields(1, duration_ms_min=m, duration_ms_max=m) for m in range(12)]] * 5
+    assert all_rollups(rollups, ref) == expected
+    assert rollups.processed_ids(ref, delta.entry_ids) == set(delta.entry_ids)
+
+
+ODD_ENTRY_IDS = (
+    *("202605061000-host-1-ab12cd34.jsonl:17", "1778062500000-0", "a:b:c", "", ":", "a:"),
+    *(":5", "é:1", "a b:1", "x:é", "a%:1", "weird:1 2", "a:~.-_", "日本:語"),
+)
+
+
+@pytest.mark.parametrize("entry_id", ODD_ENTRY_IDS)
+def test_marker_keys_escape_entry_ids_like_esc(ref: ReportRef, entry_id: str) -> None:
+    keys = RedisRollups(url="redis://localhost:1/0").keys(ref)
+    assert keys.processed_many([entry_id]) == [keys.processed(entry_id)]
 
 
 # -- the stream ------------------------------------------------------------------------------------

@@ -5,19 +5,20 @@ together, so it is made exactly-once the way the file store does it:
 
 1. ``apply_begin`` (one round trip): unless every entry id is already marked
    processed, store the whole delta as JSON in the report's journal hash
-   ``{ns}:journal:{tag}`` under its batch id.
-2. One pipelined ``ZADD`` per bucket index (``{ns}:buckets:{tag}:{granularity}:
-   {index key}``, the bucket ids this delta writes; ``PEXPIRE`` with the rollup
-   TTL), so ``scan_rollups`` lists buckets without a ``SCAN`` of the keyspace.
-   Set semantics make it idempotent, and it precedes the chunks, so every
-   bucket holding data is indexed; a bucket indexed by an apply that died
-   before its chunk reads as missing.
-   Then ``apply_chunk`` (one pipelined round trip): the rollup and state keys,
+   ``{ns}:journal:{tag}`` under its batch id. (It is first asked about the
+   first entry id only; only when that one is marked are all of them sent.)
+2. ``apply_chunk`` (one pipelined round trip): the rollup and state keys,
    sorted, cut into chunks of at most ``CHUNK_KEYS`` keys / ``CHUNK_ARGS``
-   arguments. Each chunk script atomically checks that the batch is still
-   journaled, sets its guard ``{ns}:applied:{tag}:<batch id>:<chunk no>``
-   (``SET NX``, with the rollup TTL) and only then merges, so a chunk is
-   applied at most once however many replayers run it.
+   arguments, each chunk's deltas sent as one JSON argument. Each chunk script
+   atomically checks that the batch is still journaled, sets its guard
+   ``{ns}:applied:{tag}:<batch id>:<chunk no>`` (``SET NX``, with the rollup
+   TTL) and only then merges, so a chunk is applied at most once however many
+   replayers run it. In the same script it adds the bucket ids it wrote to their
+   bucket index (``{ns}:buckets:{tag}:{granularity}:{index key}``, a ZSET read
+   by ``scan_rollups``) and the index keys to their bucket's member SET
+   (``{ns}:bucket_keys:{tag}:{granularity}:{bucket id}:{params}``, read by
+   ``bucket_index_keys``), both with the rollup TTL: a bucket is indexed exactly
+   when a chunk wrote it, whatever crashes.
 3. ``apply_markers`` (one pipelined round trip): the processed markers, last,
    only while the batch is journaled.
 4. One pipelined ``HDEL`` of the journal entry and ``DEL`` of the guards.
@@ -27,21 +28,21 @@ steps 2-4 from it (the processor calls it before its first read and after each
 read, so rows released by a failed apply are marked before they are counted
 again), and concurrent replayers are safe thanks to the guards. Keeping the
 journal in one hash per report makes ``recover`` one ``HGETALL`` when nothing
-is pending, instead of a ``SCAN`` of the keyspace on every batch. Once the entry is gone every chunk
-script is a no-op, so deleting the guards with it is safe. The journal hash has
-no TTL (an entry lives until replayed); guards expire after the rollup TTL,
-which only matters if a journal entry is not replayed for that long.
+is pending, instead of a ``SCAN`` of the keyspace on every batch. Once the entry
+is gone every chunk script is a no-op, so deleting the guards with it is safe.
+The journal hash has no TTL (an entry lives until replayed); guards expire after
+the rollup TTL, which only matters if a journal entry is not replayed for that long.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import orjson
 
-from event_meter.stores.base import BatchDelta
+from event_meter.stores.base import BatchDelta, Fields, RollupFile
 from event_meter.stores.file._journal import decode, encode
 from event_meter.stores.redis._client import mapping
 from event_meter.stores.redis._names import ReportKeys
@@ -54,20 +55,35 @@ log = logging.getLogger("event_meter")
 CHUNK_KEYS: Final = 256
 CHUNK_ARGS: Final = 4_096
 MARKER_CHUNK: Final = 500
+_EXACT: Final = 1 << 53  # Lua numbers (doubles) hold smaller integers exactly
 
 BEGIN: Final = LuaScript("apply_begin")
 CHUNK: Final = LuaScript("apply_chunk")
 MARKERS: Final = LuaScript("apply_markers")
 
-Chunk = tuple[list[str], int, list[Any]]
-"""One script call's keys (rollup keys, then state keys), rollup key count and args."""
-Chunking = tuple[int, int]
-"""(max keys, max args) of one chunk; journaled with the delta, so a replay after an
-upgrade that changed the limits cuts the chunks (and guards) of the first try."""
+Chunk = tuple[list[str], bytes]
+"""One script call's keys (rollup, state, then index keys) and its JSON argument."""
+Chunking = tuple[int, int, int]
+"""(max keys, max args, order) of one chunk; journaled with the delta, so a replay after
+an upgrade that changed the limits or the order cuts the chunks (and guards) of the
+first try. Order 1 (journals of earlier releases): rollup keys by name; order 2: by
+granularity, index key and bucket id, so one chunk writes several buckets of an index
+key and indexes them with one ``ZADD``."""
+BY_NAME: Final = 1
+BY_INDEX_KEY: Final = 2
+_Rollup = tuple[str, RollupFile, str, Fields]
 
 
 def current_chunking() -> Chunking:
-    return CHUNK_KEYS, CHUNK_ARGS
+    return CHUNK_KEYS, CHUNK_ARGS, BY_INDEX_KEY
+
+
+def _by_name(item: _Rollup) -> Any:
+    return item[0]
+
+
+def _by_index_key(item: _Rollup) -> Any:
+    return item[1].granularity, item[2], item[1].bucket_id
 
 
 def _journal_entry(delta: BatchDelta, now_ms: int, chunking: Chunking) -> bytes:
@@ -82,83 +98,124 @@ def _load_entry(raw: Any) -> tuple[BatchDelta, Chunking]:
     delta = decode(doc)
     chunking = doc.get("chunking") if isinstance(doc, dict) else None
     if chunking is None:
-        return delta, current_chunking()
+        return delta, (CHUNK_KEYS, CHUNK_ARGS, BY_NAME)
     if not (
         isinstance(chunking, list)
-        and len(chunking) == 2
+        and len(chunking) in (2, 3)
         and all(type(x) is int and x > 0 for x in chunking)
+        and chunking[2:] in ([], [BY_NAME], [BY_INDEX_KEY])
     ):
         raise ValueError(f"malformed journal chunking {chunking!r}")
-    return delta, (chunking[0], chunking[1])
+    return delta, (chunking[0], chunking[1], chunking[2] if len(chunking) == 3 else BY_NAME)
 
 
 def chunks(keys: ReportKeys, delta: BatchDelta, chunking: Chunking | None = None) -> list[Chunk]:
     """The chunks of ``delta``, in an order that depends only on its content.
 
-    So a replay from the journal cuts exactly the chunks of the first try. Only
-    integer values are sent: anything else is left out, as a stored non-integer
-    would be ignored on read.
+    So a replay from the journal cuts exactly the chunks of the first try. The
+    cut counts one argument per key plus two per field, as releases that sent
+    every field as its own argument did, so their journals replay exactly too.
+    Values that are not integers are sent but left out by the script (a stored
+    non-integer would be ignored on read).
     """
-    rollups: list[tuple[str, list[Any]]] = []
-    for file, values in delta.rollups.items():
-        for index_key, fields in values.items():
-            pairs = [
-                x for name, value in fields.items() if type(value) is int for x in (name, value)
-            ]
-            if pairs:
-                key = keys.rollup(file.granularity, file.bucket_id, index_key)
-                rollups.append((key, [len(pairs) // 2, *pairs]))
-    rollups.sort(key=lambda item: item[0])
-    states = sorted(
-        (keys.state(p, v), [ms]) for (p, v), ms in delta.state.items() if type(ms) is int
-    )
-    max_keys, max_args = chunking or current_chunking()
-    out: list[Chunk] = []
-    part_keys: list[str] = []
-    part_args: list[Any] = []
-    rollup_count = 0
-    for number, (key, args) in enumerate([*rollups, *states]):
-        full = len(part_keys) >= max_keys or len(part_args) + len(args) > max_args
-        if part_keys and full:
-            out.append((part_keys, rollup_count, part_args))
-            part_keys, part_args, rollup_count = [], [], 0
-        part_keys.append(key)
-        part_args.extend(args)
-        if number < len(rollups):
-            rollup_count += 1
-    if part_keys:
-        out.append((part_keys, rollup_count, part_args))
-    return out
+    rollup = keys.rollup
+    rollups: list[_Rollup] = [
+        (rollup(file.granularity, file.bucket_id, index_key), file, index_key, fields)
+        for file, values in delta.rollups.items()
+        for index_key, fields in values.items()
+        if fields
+    ]
+    max_keys, max_args, order = chunking or current_chunking()
+    rollups.sort(key=_by_name if order == BY_NAME else _by_index_key)
+    states = sorted((keys.state(p, v), ms) for (p, v), ms in delta.state.items() if type(ms) is int)
+    sizes = [1 + 2 * len(item[3]) for item in rollups] + [1] * len(states)
+    n = len(rollups)
+    return [
+        _chunk(keys, rollups[first:last], states[max(first - n, 0) : max(last - n, 0)])
+        for first, last in _cuts(sizes, max_keys, max_args)
+    ]
 
 
-def index_buckets(client: Any, keys: ReportKeys, delta: BatchDelta, ttl_ms: int) -> None:
-    """Step 2's ``ZADD`` of every bucket id the delta writes, per bucket index."""
-    wanted: dict[str, set[str]] = {}
-    for file, values in delta.rollups.items():
-        for index_key in values:
-            wanted.setdefault(keys.buckets(file.granularity, index_key), set()).add(file.bucket_id)
-    if not wanted:
-        return
-    pipe = client.pipeline(transaction=False)
-    for key in sorted(wanted):
-        pipe.zadd(key, dict.fromkeys(sorted(wanted[key]), 0))
-        pipe.pexpire(key, ttl_ms)
-    pipe.execute()
+def _cuts(sizes: list[int], max_keys: int, max_args: int) -> list[tuple[int, int]]:
+    """``[first, last)`` of each chunk: at most ``max_keys`` items, and at most
+    ``max_args`` arguments unless one item alone has more."""
+    cuts: list[tuple[int, int]] = []
+    first = size = 0
+    for number, args in enumerate(sizes):
+        if number > first and (number - first >= max_keys or size + args > max_args):
+            cuts.append((first, number))
+            first, size = number, 0
+        size += args
+    if len(sizes) > first:
+        cuts.append((first, len(sizes)))
+    return cuts
 
 
-def _slices(items: list[str], size: int) -> Iterator[list[str]]:
+def _chunk(keys: ReportKeys, rollups: list[_Rollup], states: list[tuple[str, int]]) -> Chunk:
+    """One chunk: its keys and its JSON argument (see ``lua/apply_chunk.lua``)."""
+    names = [item[0] for item in rollups]
+    names += [key for key, _ in states]
+    indexes: dict[tuple[str, str], list[str]] = {}
+    members: dict[RollupFile, list[str]] = {}
+    for _, file, index_key, _ in rollups:
+        indexes.setdefault((file.granularity, index_key), []).append(file.bucket_id)
+        if file.params:
+            members.setdefault(file, []).append(index_key)
+    position = len(names) + 3  # Lua's 1-based KEYS: journal, guard, then ``names``
+    zsets: list[list[Any]] = []
+    for (granularity, index_key), bucket_ids in indexes.items():
+        names.append(keys.buckets(granularity, index_key))
+        zsets.append([position, *bucket_ids])
+        position += 1
+    sets: list[list[Any]] = []
+    for file, index_keys in members.items():
+        names.append(keys.bucket_keys(file.granularity, file.bucket_id, file.params))
+        sets.append([position, *index_keys])
+        position += 1
+    fields = [item[3] for item in rollups]
+    started = [ms for _, ms in states]
+    try:
+        payload = orjson.dumps([fields, started, zsets, sets], option=orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:  # an integer beyond 53 bits: sent as decimal text
+        fields = [{k: _wide(v) for k, v in item.items()} for item in fields]
+        payload = orjson.dumps([fields, [_wide(v) for v in started], zsets, sets])
+    return names, payload
+
+
+def _wide(value: Any) -> Any:
+    return str(value) if type(value) is int and not -_EXACT < value < _EXACT else value
+
+
+def _slices(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
+def _begin(client: Any, keys: ReportKeys, batch_id: str, journal: bytes, markers: list[str]) -> Any:
+    """Step 1: asks about the first marker only, unless that one exists."""
+    args = [batch_id, journal]
+    status = BEGIN(client, [keys.journal(), *markers[:1]], args)
+    if status == 0 and len(markers) > 1:
+        status = BEGIN(client, [keys.journal(), *markers], args)
+    return status
+
+
 def apply_delta(
-    client: Any, keys: ReportKeys, delta: BatchDelta, now_ms: int, iso: str, ttl_ms: int
+    client: Any,
+    keys: ReportKeys,
+    delta: BatchDelta,
+    now_ms: int,
+    iso: str,
+    ttl_ms: int,
+    markers: list[str] | None = None,
 ) -> None:
-    """Steps 1-4 of the module docstring."""
+    """Steps 1-4 of the module docstring. ``markers``: the marker keys of
+    ``dict.fromkeys(delta.entry_ids)`` when the caller built them already."""
     chunking = current_chunking()
     journal = _journal_entry(delta, now_ms, chunking)
-    markers = [keys.processed(i) for i in dict.fromkeys(delta.entry_ids)]
-    status = BEGIN(client, [keys.journal(), *markers], [delta.batch_id, journal])
+    if markers is None:
+        markers = [keys.processed(i) for i in dict.fromkeys(delta.entry_ids)]
+    status = _begin(client, keys, delta.batch_id, journal, markers)
     if status == 0:
         return
     if status == 2:  # a retry of a journaled batch: finish what the journal says
@@ -182,18 +239,13 @@ def replay(
     """Steps 2-4; each is idempotent, so replays may overlap. ``markers``: the
     marker keys of ``delta.entry_ids`` when the caller built them already."""
     journal, batch = keys.journal(), delta.batch_id
-    index_buckets(client, keys, delta, ttl_ms)
     parts = chunks(keys, delta, chunking)
     if parts:
         run_pipeline(
             client,
             [
-                (
-                    CHUNK,
-                    [journal, keys.guard(batch, n), *part_keys],
-                    [batch, ttl_ms, rollups, *args],
-                )
-                for n, (part_keys, rollups, args) in enumerate(parts)
+                (CHUNK, [journal, keys.guard(batch, n), *names], [batch, ttl_ms, payload])
+                for n, (names, payload) in enumerate(parts)
             ],
         )
     if markers is None:

@@ -2,7 +2,8 @@
 
 Cost grows with the report's retained keys (the scan is narrowed to the
 report's hash-tagged prefix), and deletes go in batches of 500. Deleted
-buckets leave their bucket index too (``ZREM``; an emptied index is gone).
+buckets leave their bucket index and their bucket's member SET too (``ZREM``,
+``SREM``; an emptied index or SET is gone).
 """
 
 from __future__ import annotations
@@ -51,18 +52,26 @@ def old_rollups(client: Any, keys: ReportKeys, before_ms: int) -> list[str]:
 
 
 def unindex(client: Any, keys: ReportKeys, rollup_keys: list[str]) -> None:
-    """Remove deleted rollup keys' bucket ids from their bucket indexes (pipelined)."""
+    """Remove deleted rollup keys from their bucket index (``ZREM``) and their bucket's
+    member SET (``SREM``), pipelined; an emptied ZSET or SET is gone."""
     prefix = keys.rollup_prefix()
     gone: dict[str, list[str]] = {}
+    members: dict[str, list[str]] = {}
     for key in rollup_keys:
         granularity, _, rest = key[len(prefix) :].partition(":")
         bucket_id, _, index_key = rest.partition(":")
         gone.setdefault(keys.buckets(granularity, index_key), []).append(bucket_id)
+        held_by = keys.bucket_keys_of(granularity, bucket_id, index_key)
+        if held_by is not None:
+            members.setdefault(held_by, []).append(index_key)
     if gone:
         pipe = client.pipeline(transaction=False)
         for index, bucket_ids in gone.items():
             for i in range(0, len(bucket_ids), BATCH):
                 pipe.zrem(index, *bucket_ids[i : i + BATCH])
+        for held_by, index_keys in members.items():
+            for i in range(0, len(index_keys), BATCH):
+                pipe.srem(held_by, *index_keys[i : i + BATCH])
         pipe.execute()
 
 

@@ -11,10 +11,10 @@ tag ``{esc(name):vN}``); apply is drawn in ``_apply``. In short:
   (started ms; ISO time marked); all three expire ``ttl_ms`` after their last
   write. Stored values that are not plain decimal integers read as absent.
 - **Reads**: pipelined ``HGETALL`` / ``MGET`` (one round trip); ``scan_rollups``
-  reads the bucket index (a sorted set per granularity and index key, kept by
-  apply) instead of scanning the keyspace, so its cost does not grow with
-  unrelated keys; ``list_reports`` and cleanup use ``SCAN`` with an escaped
-  pattern and parse every key found, so a pattern can never over-match.
+  and ``bucket_index_keys`` read the indexes apply keeps (a ZSET of bucket ids
+  per granularity and index key, a SET of index keys per bucket and index)
+  instead of scanning the keyspace; ``list_reports`` and cleanup use ``SCAN``
+  with an escaped pattern and parse every key found, so it can never over-match.
 - **Leases** (report lock ``{ns}:process_lock:{tag}``, cleanup lock
   ``{ns}:process_lock``) come from ``lock.py`` on the lock client.
 - **Cleanup** scans the report's keys and deletes in batches of 500.
@@ -80,6 +80,9 @@ class RedisRollups(RollupStore):
             raise ConfigurationError(f"ttl_ms={ttl_ms!r} is invalid: pass a positive int (ms)")
         self._data, self._lock_client = client_sources(redis, lock_redis, url)
         self.ttl_ms = ttl_ms
+        # Marker names of the ids ``processed_ids`` saw last, for ``apply`` and ``forget``
+        # of the same batch (replaced, never mutated: threads may share the store).
+        self._markers: tuple[ReportRef | None, dict[str, str]] = (None, {})
 
     def __repr__(self) -> str:
         return f"RedisRollups(namespace={self.namespace!r})"
@@ -99,6 +102,13 @@ class RedisRollups(RollupStore):
 
     def _client(self) -> Any:
         return self._data.get()
+
+    def _marker_names(self, ref: ReportRef, entry_ids: Iterable[str]) -> list[str]:
+        cached_ref, names = self._markers
+        if cached_ref != ref:
+            return self.keys(ref).processed_many(entry_ids)
+        get, build = names.get, self.keys(ref).processed
+        return [get(entry_id) or build(entry_id) for entry_id in entry_ids]
 
     def _pipe(self) -> Any:
         return self._data.get().pipeline(transaction=False)
@@ -156,8 +166,11 @@ class RedisRollups(RollupStore):
         if not (delta.rollups or delta.state or delta.entry_ids):
             return
         now, iso = self._stamp()
+        markers = self._marker_names(ref, dict.fromkeys(delta.entry_ids))
         with storage_errors("apply"):
-            _apply.apply_delta(self._client(), self.keys(ref), delta, now, iso, self.ttl_ms)
+            _apply.apply_delta(
+                self._client(), self.keys(ref), delta, now, iso, self.ttl_ms, markers
+            )
 
     def recover(self, ref: ReportRef) -> None:
         """Finish every journaled apply of this report (one ``HGETALL`` when there is none)."""
@@ -168,16 +181,18 @@ class RedisRollups(RollupStore):
     # -- markers and state ---------------------------------------------------
 
     def processed_ids(self, ref: ReportRef, entry_ids: Sequence[str]) -> set[str]:
-        keys = self.keys(ref)
+        names = self.keys(ref).processed_many(entry_ids)
+        self._markers = (ref, dict(zip(entry_ids, names, strict=True)))
         with storage_errors("processed_ids"):
-            values = mget_keys(self._client(), [keys.processed(i) for i in entry_ids])
+            values = mget_keys(self._client(), names)
         return {i for i, value in zip(entry_ids, values, strict=True) if value is not None}
 
     def forget(self, ref: ReportRef, entry_ids: Sequence[str]) -> None:
         """Delete the markers of ``entry_ids`` (idempotent), in batches of 500."""
-        keys = self.keys(ref)
+        names = self._marker_names(ref, dict.fromkeys(entry_ids))
+        self._markers = (None, {})
         with storage_errors("forget"):
-            delete_keys(self._client(), [keys.processed(i) for i in dict.fromkeys(entry_ids)])
+            delete_keys(self._client(), names)
 
     def read_state(
         self, ref: ReportRef, keys: Iterable[tuple[str, str]]
@@ -242,6 +257,18 @@ class RedisRollups(RollupStore):
                 if limit is not None and len(found) >= limit:
                     return found[:limit]
         return found
+
+    def bucket_index_keys(
+        self, ref: ReportRef, granularity: str, bucket_id: str, params: tuple[str, ...]
+    ) -> set[str]:
+        """The index keys (``customer_id=42``, ...) of one bucket of the index over sorted
+        ``params`` (never the all index): ``SMEMBERS`` of the SET the apply scripts keep."""
+        if not params:
+            return set()
+        key = self.keys(ref).bucket_keys(granularity, bucket_id, params)
+        with storage_errors("bucket_index_keys"):
+            members = self._client().smembers(key)
+        return {text(member) or "" for member in members}
 
     # -- leases ----------------------------------------------------------------
 
