@@ -4,7 +4,8 @@ The backlog is recorded by ``bench/process.py``'s record child (the public API,
 a fake clock through 60 minutes, 1,000 customers, 5 providers, 3 queues); then
 a fresh child times ``process_pending`` of the SPEC section 1 report from
 ``FileStream`` into ``PostgresRollups`` (default batch of 10,000 rows: one
-COPY + ``INSERT ... SELECT ... ON CONFLICT`` transaction per batch).
+transaction per batch: ``INSERT ... SELECT ... ON CONFLICT`` of the rollups
+bound as one jsonb parameter, the state upsert, a COPY of the markers).
 
 Baseline, measured in the same run on the same server: the very rollup rows of
 every batch (captured from our applies) upserted into a second table prefix by
@@ -28,14 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from _common import T0, FakeClock, invoice_report, peak_rss_mib, run_child
 from _pg import BenchPostgres
 from event_meter import EventMeter
 from event_meter._keys import ReportRef
 from event_meter.stores import FileStream
 from event_meter.stores.base import BatchDelta
-from event_meter.stores.postgres import PostgresRollups, install
-from event_meter.stores.postgres import _queries as q
+from event_meter.stores.postgres import PostgresRollups, _rows, install
 
 MINUTES = 60
 TARGET_EVENTS_PER_SECOND = 80_000
@@ -43,9 +45,8 @@ HERE = Path(__file__).resolve().parent
 
 # The merge of sql/apply_rollups.sql, for one row given as parameters.
 BASELINE_UPSERT = """
-INSERT INTO {rollups} AS r
-  (key, fields, report, granularity, index_key, bucket, bucket_end_ms, updated_at)
-VALUES (%s, %s::jsonb, %s, %s, %s, %s, %s, now())
+INSERT INTO {rollups} AS r (key, fields, series, bucket, bucket_end_ms, updated_at)
+VALUES (%s, %s::jsonb, %s, %s, %s, now())
 ON CONFLICT (key) DO UPDATE SET
   fields = r.fields || coalesce((
     SELECT jsonb_object_agg(d.name, CASE
@@ -60,6 +61,12 @@ ON CONFLICT (key) DO UPDATE SET
 """
 
 
+def one_row_params(ref: ReportRef, delta: BatchDelta) -> list[tuple[Any, ...]]:
+    """The rows of one batch as the parameters of ``BASELINE_UPSERT``."""
+    rows = orjson.loads(_rows.rollup_rows(ref, delta))
+    return [(key, orjson.dumps(fields).decode(), *rest) for key, fields, *rest in rows]
+
+
 def baseline(dsn: str, ref: ReportRef, deltas: list[BatchDelta]) -> float:
     """Seconds to upsert the rollup rows of ``deltas`` with ``executemany`` (prefix ``base``)."""
     import psycopg
@@ -67,7 +74,7 @@ def baseline(dsn: str, ref: ReportRef, deltas: list[BatchDelta]) -> float:
 
     install(dsn, table_prefix="base")
     query = sql.SQL(BASELINE_UPSERT).format(rollups=sql.Identifier("base_rollups"))
-    batches = [sorted(q.rollup_rows(ref, delta)) for delta in deltas]
+    batches = [sorted(one_row_params(ref, delta)) for delta in deltas]
     with psycopg.connect(dsn) as conn:
         started = time.perf_counter()
         for rows in batches:

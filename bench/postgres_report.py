@@ -9,8 +9,8 @@
 2. ``cleanup_history`` of ``--days`` days (default 10,20,30) of minute buckets:
    one event per minute (two index keys: all, provider), processed, then
    cleaned with ``before`` after the last bucket; each size in its own table
-   prefix. Baseline, same run: a plain ``DELETE ... WHERE report = %s`` of the
-   same rows, rolled back, just before. Cleanup cost should grow linearly with
+   prefix. Baseline, same run: a plain ``DELETE`` of the report's key range
+   (the same rows), rolled back, just before. Cleanup cost should grow linearly with
    what it deletes.
 
 The benchmark starts its own PostgreSQL (``bench/_pg.py``) with the durability
@@ -35,6 +35,7 @@ from _pg import BenchPostgres
 from event_meter import EventMeter, Report
 from event_meter.stores import MemoryStream
 from event_meter.stores.postgres import PostgresRollups
+from event_meter.stores.postgres._rows import series_of
 
 REPORT = Report("invoice_delivery").index_by("provider")
 BY = {"provider": "postmark"}
@@ -88,14 +89,14 @@ def retained_summary(dsn: str, hours: int, repeat: int) -> None:
     build_s = time.perf_counter() - started
     if meter.summary(REPORT, by=BY)["count"] != events:
         raise RuntimeError("the summary does not count what was recorded")
-    report_column = f"{meter.config.namespace}:rollup:invoice_delivery:v1"
+    report = f"{meter.config.namespace}:rollup:invoice_delivery:v1"
+    series = series_of(report, "hour", "provider=postmark")
     with psycopg.connect(dsn, autocommit=True) as conn:
 
         def baseline() -> None:
             rows = conn.execute(
-                "SELECT bucket, fields FROM report_rollups WHERE report = %s"
-                " AND granularity = 'hour' AND index_key = 'provider=postmark' ORDER BY bucket",
-                [report_column],
+                "SELECT bucket, fields FROM report_rollups WHERE series = %s ORDER BY bucket",
+                [series],
             ).fetchall()
             if len(rows) != hours:
                 raise RuntimeError(f"{len(rows)} hour rows, expected {hours}")
@@ -120,13 +121,13 @@ def cleanup(dsn: str, days: int) -> tuple[int, float, float]:
     meter = meter_for(dsn, prefix, clock)
     record(meter, clock, days * 1_440, timedelta(minutes=1), 1)
     before = T0 + timedelta(days=days, hours=1)
-    report_column = f"{meter.config.namespace}:rollup:invoice_delivery:v1"
+    report = f"{meter.config.namespace}:rollup:invoice_delivery:v1"
     with psycopg.connect(dsn) as conn:
         started = time.perf_counter()
-        query = sql.SQL("DELETE FROM {} WHERE report = %s").format(
+        query = sql.SQL("DELETE FROM {} WHERE key >= %s AND key < %s").format(
             sql.Identifier(f"{prefix}_rollups")
         )
-        deleted = conn.execute(query, [report_column]).rowcount
+        deleted = conn.execute(query, [f"{report}:", f"{report};"]).rowcount
         base_s = time.perf_counter() - started
         conn.rollback()
     started = time.perf_counter()

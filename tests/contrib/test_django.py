@@ -190,7 +190,7 @@ def test_migrate_creates_the_tables_of_install_and_zero_drops_them(
                 ("{p}_rollups", ["fillfactor=70"]),
                 ("{p}_strings", None),
             ]
-            assert len(schema["indexes"]) == 8  # 3 primary keys + the 5 of sql/schema.sql
+            assert len(schema["indexes"]) == 7  # 3 primary keys + the 4 of sql/schema.sql
 
         project.ok("migrate", "event_meter", "zero", "--no-input")
         with psycopg.connect(dsn(postgres_server, migrated)) as conn:

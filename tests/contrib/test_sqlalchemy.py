@@ -68,8 +68,8 @@ def test_create_all_gives_the_schema_of_install(
 
     schema = schema_of(admin, by_metadata)
     assert schema == schema_of(admin, by_install)
-    assert len(schema["columns"]) == 16
-    assert len(schema["indexes"]) == 8  # 3 primary keys + the 5 of sql/schema.sql
+    assert len(schema["columns"]) == 14
+    assert len(schema["indexes"]) == 7  # 3 primary keys + the 4 of sql/schema.sql
     assert ("{p}_rollups", ["fillfactor=70"]) in schema["options"]
 
     install(engine, table_prefix=by_metadata)  # idempotent over tables made by create_all

@@ -5,9 +5,9 @@ file stream's own) already run on ``file->postgres`` through ``PAIRINGS``. This
 module adds the points that only PostgreSQL has, all inside the ONE transaction
 of an apply (SPEC 11):
 
-- ``after-copy``: the deltas are COPYed into the temporary table, the rollup
-  upsert has not run;
-- ``before-markers``: rollups and state are upserted, the markers are not;
+- ``before-rollups``: the transaction is open, the rollup upsert has not run;
+- ``before-markers``: rollups and state are upserted, the markers' COPY has
+  not run;
 - ``before-commit``: every statement ran, COMMIT has not.
 
 At each one the processor is SIGKILLed (a forked child), raises, or has its own
@@ -51,7 +51,7 @@ from event_meter.stores.postgres import PostgresRollups
 from support import FakeClock
 
 PG: Final = next(p for p in PAIRINGS if p.name == "file->postgres")
-WHERE: Final = ("after-copy", "before-markers", "before-commit")
+WHERE: Final = ("before-rollups", "before-markers", "before-commit")
 AT: Final = 3  # the third apply: rows before it are applied, rows after it are pending
 
 pytestmark = pytest.mark.parametrize("pairing", [pytest.param(PG, id=PG.name, marks=PG.marks)])
@@ -100,21 +100,41 @@ def terminate(pid: int) -> None:
 
 
 class _Watched:
-    """The apply's pinned connection; ``before(statement)`` runs before each watched one."""
+    """The apply's pinned connection (or a cursor of it); ``before(statement)`` runs
+    before each watched statement or COPY."""
 
-    def __init__(self, conn: Any, before: Callable[[Any, str], None], names: dict[int, str]):
-        self._conn = conn
+    def __init__(
+        self,
+        target: Any,
+        before: Callable[[Any, str], None],
+        names: dict[int, str],
+        conn: Any = None,
+    ):
+        self._target = target
         self._before = before
         self._names = names
+        self._conn = target if conn is None else conn
 
-    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+    def _watch(self, query: Any) -> None:
         name = self._names.get(id(query))
         if name is not None:
             self._before(self._conn, name)
-        return self._conn.execute(query, *args, **kwargs)
+
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        self._watch(query)
+        return self._target.execute(query, *args, **kwargs)
+
+    def copy(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        self._watch(query)
+        return self._target.copy(query, *args, **kwargs)
+
+    @contextmanager
+    def cursor(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with self._target.cursor(*args, **kwargs) as cursor:
+            yield _Watched(cursor, self._before, self._names, self._conn)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+        return getattr(self._target, name)
 
 
 def in_apply(where: str, snapshot: Path, *, terminate_backend: bool = False) -> CrashPoint:
@@ -124,13 +144,17 @@ def in_apply(where: str, snapshot: Path, *, terminate_backend: bool = False) -> 
     ``terminate_backend`` the trigger terminates the apply's own backend from
     another connection and lets the apply carry on into the dead connection.
     """
-    statement = {"after-copy": "rollups", "before-markers": "markers"}.get(where, "commit")
+    statement = {"before-rollups": "rollups", "before-markers": "markers"}.get(where, "commit")
 
     def install(mp: pytest.MonkeyPatch, meter: EventMeter, trigger: Trigger) -> None:
         store = meter.rollups
         assert isinstance(store, PostgresRollups)
         prefix = store.tables.prefix
-        names = {id(store._q.apply_rollups): "rollups", id(store._q.mark_processed): "markers"}
+        names = {
+            id(store._q.apply_rollups): "rollups",
+            id(store._q.copy_markers): "markers",
+            id(store._q.mark_processed): "markers",
+        }
         applying = [False]
         pinned: list[Any] = [None]
         real_apply = store.apply

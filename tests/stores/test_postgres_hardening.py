@@ -12,12 +12,17 @@ module adds:
   and ``axb`` never see or clean each other;
 - a table prefix smuggled through a URL query is rejected before connecting;
 - 1,000 processing passes leak no server backend through a pool or a given
-  connection either (counted in ``pg_stat_activity``).
+  connection either (counted in ``pg_stat_activity``);
+- the fast paths keep the exact semantics: a summary over corrupt stored values
+  (answered by the exact aggregate), markers that are already stored (the
+  ``ON CONFLICT DO NOTHING`` fallback of the COPY), markers with COPY's special
+  characters, and cleanup's key ranges at the ends of time.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -27,9 +32,10 @@ from psycopg_pool import ConnectionPool
 
 from event_meter import EventMeter, Report
 from event_meter._keys import ReportRef, esc
+from event_meter._time import datetime_to_ms
 from event_meter.errors import ConfigurationError
 from event_meter.stores import store_from_url
-from event_meter.stores.base import BatchDelta
+from event_meter.stores.base import BatchDelta, RollupFile, RollupStore
 from event_meter.stores.memory import MemoryStream
 from event_meter.stores.postgres import PostgresRollups
 from pg_server import PostgresServer, count_backends
@@ -275,3 +281,116 @@ def test_marker_lookups_stay_linear_under_a_generic_plan(
         assert store.processed_ids(ref, ids) == set()
         store.close()
     assert seconds < 1.0, f"{seconds:.2f} s for 20,000 markers"
+
+
+# -- the fast paths keep the exact semantics ---------------------------------------------------
+
+HOUR_FIELDS = {
+    "count": 3,
+    "success_count": 2,
+    "duration_ms_min": 5,
+    "duration_ms_max": 90,
+    "duration_ms_sum": 120,
+    "duration_ms_h12": 3,
+    "not_a_field": 1,
+}
+CORRUPT = ['"12"', "1.5", "2.0", '{"x": 1}', "null", "true", '"abc"', '" 7"', '"1e3"', "1e3"]
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "transactional"])
+@pytest.mark.parametrize("corrupt", CORRUPT)
+def test_a_summary_over_corrupt_values_is_the_merge_of_the_scan(
+    admin: psycopg.Connection[Any],
+    server: PostgresServer,
+    prefix: str,
+    clock: FakeClock,
+    autocommit: bool,
+    corrupt: str,
+) -> None:
+    """The fast aggregate fails or shows a fraction on such values; the exact one answers."""
+    with psycopg.connect(server.dsn, autocommit=autocommit) as conn:
+        store = PostgresRollups(connection=conn, table_prefix=prefix)
+        store.bind(namespace="ns", clock=clock)
+        ref = ReportRef("ns", "invoice_delivery", 1)
+        files = {RollupFile("hour", f"20260506{h}", ()): {"all": HOUR_FIELDS} for h in "012"}
+        store.apply(ref, BatchDelta("0" * 64, ["e:1"], files))
+        summary = store.summarize(ref, "hour", (), "all", None)
+        assert summary == RollupStore.summarize(store, ref, "hour", (), "all", None)
+        assert summary[1]["duration_ms_h12"] == 9
+        assert "not_a_field" not in summary[1]
+        for name in ("count", "duration_ms_min", "duration_ms_max", "duration_ms_h12"):
+            admin.execute(
+                sql.SQL(
+                    "UPDATE {} SET fields = fields || jsonb_build_object(%s::text, %s::jsonb)"
+                    " WHERE key = %s"
+                ).format(sql.Identifier(f"{prefix}_rollups")),
+                [name, corrupt, ref.rollup_key("hour", "2026050601", "all")],
+            )
+        for limit in (None, 2):
+            summary = store.summarize(ref, "hour", (), "all", limit)
+            assert summary == RollupStore.summarize(store, ref, "hour", (), "all", limit)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        store.close()
+
+
+def test_an_apply_over_stored_markers_keeps_them_and_applies_the_rest(
+    admin: psycopg.Connection[Any], server: PostgresServer, prefix: str, clock: FakeClock
+) -> None:
+    """The markers' COPY meets a unique violation; the ``ON CONFLICT DO NOTHING`` insert
+    then marks the new ids and leaves the stored ones (and their time) as they were."""
+    store = PostgresRollups(url=server.dsn, table_prefix=prefix)
+    store.bind(namespace="ns", clock=clock)
+    ref = ReportRef("ns", "invoice_delivery", 1)
+    file = RollupFile("minute", "202605061015", ())
+    store.apply(ref, BatchDelta("0" * 64, ["f:1", "f:2"], {file: {"all": {"count": 2}}}))
+    clock.advance(hours=1)
+    store.apply(ref, BatchDelta("1" * 64, ["f:2", "f:3"], {file: {"all": {"count": 2}}}))
+    assert store.processed_ids(ref, ["f:1", "f:2", "f:3", "f:4"]) == {"f:1", "f:2", "f:3"}
+    assert store.read_rollups(ref, "minute", (), "all", ["202605061015"]) == [{"count": 4}]
+    query = sql.SQL("SELECT entry_id, created_at FROM {} ORDER BY entry_id").format(
+        sql.Identifier(f"{prefix}_processed_entries")
+    )
+    times = dict(admin.execute(query).fetchall())
+    assert times["f:1"] == times["f:2"] < times["f:3"]
+    store.close()
+
+
+def test_markers_with_copy_special_characters_round_trip(
+    server: PostgresServer, prefix: str, clock: FakeClock
+) -> None:
+    """Markers travel as COPY text: tabs, newlines, backslashes and ``\\N`` are escaped."""
+    namespace = "ns\t\\N\n"
+    store = PostgresRollups(url=server.dsn, table_prefix=prefix)
+    store.bind(namespace=namespace, clock=clock)
+    ref = ReportRef(namespace, "a\tb\\c", 1)
+    ids = ["t\tab:1", "new\nline:2", "back\\slash:3", "cr\r:4", "\\N", "\\.", "ünï 名:5", "p:6"]
+    store.apply(ref, BatchDelta("0" * 64, ids))
+    assert store.processed_ids(ref, [*ids, "p:7"]) == set(ids)
+    store.forget(ref, ids[:4])
+    assert store.processed_ids(ref, ids) == set(ids[4:])
+    assert store.cleanup(ref, 4_102_444_800_000)["processed_entries_deleted"] == len(ids) - 4
+    store.close()
+
+
+def test_cleanup_bounds_at_the_ends_of_time(
+    admin: psycopg.Connection[Any], server: PostgresServer, prefix: str, clock: FakeClock
+) -> None:
+    """Cleanup walks key ranges; a ``before`` beyond or before every bucket id still
+    deletes exactly the buckets that ended, and never a key whose bucket does not parse."""
+    store = PostgresRollups(url=server.dsn, table_prefix=prefix)
+    store.bind(namespace="ns", clock=clock)
+    ref = ReportRef("ns", "invoice_delivery", 1)
+    one = {"all": {"count": 1}}
+    files = {
+        RollupFile("minute", "202605061015", ()): one,
+        RollupFile("minute", "999912312358", ()): one,
+        RollupFile("hour", "0001010100", ()): one,
+        RollupFile("minute", "2026050610xx", ()): one,
+    }
+    store.apply(ref, BatchDelta("0" * 64, ["e:1"], files))
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    assert store.cleanup(ref, datetime_to_ms(first))["rollup_keys_deleted"] == 0
+    assert store.cleanup(ref, 4_102_444_800_000)["rollup_keys_deleted"] == 2  # 2026, year 1
+    assert store.cleanup(ref, datetime_to_ms(last))["rollup_keys_deleted"] == 1  # 9999
+    assert len(stored_rollup_keys(admin, prefix)) == 1  # the one that does not parse
+    store.close()

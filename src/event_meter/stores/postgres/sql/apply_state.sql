@@ -1,8 +1,9 @@
 -- Interval state only moves forward: GREATEST of the stored and the new start,
 -- where a stored value that is not a plain decimal integer counts as absent.
+-- The batch's state is one jsonb object (state key -> started ms).
 INSERT INTO {strings} AS s (key, value, updated_at)
 SELECT key, value, now()
-FROM unnest(%(keys)b::text[], %(values)b::text[]) AS u(key, value)
+FROM jsonb_each_text(%(state)s::jsonb) AS u(key, value)
 ORDER BY key
 ON CONFLICT (key) DO UPDATE SET
   value = greatest(
