@@ -28,13 +28,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote_plus
 
 import orjson
 
 from event_meter._keys import ReportRef, cleanup_lock_key, watermark_key
 from event_meter._time import ms_to_datetime, now_ms
 from event_meter.errors import ConfigurationError, StorageError
+from event_meter.stores._definitions import definition_doc, reports_of_keys
 from event_meter.stores.base import BatchDelta, Fields, Lease, RollupStore
 from event_meter.stores.postgres import _queries as q
 from event_meter.stores.postgres import _rows
@@ -146,25 +146,14 @@ class PostgresRollups(RollupStore):
             row = conn.execute(self._q.read_string, [key]).fetchone()
         if row is None:
             return None
-        try:
-            doc = orjson.loads(row[0])
-        except orjson.JSONDecodeError as exc:
-            raise StorageError(f"postgresql: definition {key!r} is not JSON") from exc
-        if not isinstance(doc, dict):
-            raise StorageError(f"postgresql: definition {key!r} is not a JSON object")
-        return doc
+        return definition_doc(row[0], key, "postgresql")
 
     def list_reports(self, namespace: str) -> list[tuple[str, int]]:
         """``(name, version)`` of every stored definition, parsed from the definition keys."""
         prefix = f"{namespace}:definition:"
         with self._borrow("list_reports") as conn:
             keys = [row[0] for row in conn.execute(self._q.string_keys, [q.like_prefix(prefix)])]
-        found: set[tuple[str, int]] = set()
-        for key in keys:
-            name, sep, version = key[len(prefix) :].rpartition(":v")
-            if sep and ":" not in name and version.isdigit():
-                found.add((unquote_plus(name), int(version)))
-        return sorted(found)
+        return reports_of_keys(prefix, keys)
 
     # -- apply, markers, state ----------------------------------------------------------
 

@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import orjson
 
@@ -41,6 +40,7 @@ from event_meter._keys import ReportRef, cleanup_lock_key, watermark_key
 from event_meter._time import GRANULARITIES, Clock, now_ms
 from event_meter.errors import ConfigurationError, StorageError
 from event_meter.rollup import clean_fields
+from event_meter.stores._definitions import definition_doc, reports_of_keys
 from event_meter.stores.base import BatchDelta, Fields, Lease, RollupStore
 from event_meter.stores.sqlite import _queries as q
 from event_meter.stores.sqlite._connections import (
@@ -157,25 +157,14 @@ class SQLiteRollups(RollupStore):
             row = conn.execute(self._q.read_string, (key,)).fetchone()
         if row is None:
             return None
-        try:
-            doc = orjson.loads(row[0])
-        except orjson.JSONDecodeError as exc:
-            raise StorageError(f"sqlite: definition {key!r} is not JSON") from exc
-        if not isinstance(doc, dict):
-            raise StorageError(f"sqlite: definition {key!r} is not a JSON object")
-        return doc
+        return definition_doc(row[0], key, "sqlite")
 
     def list_reports(self, namespace: str) -> list[tuple[str, int]]:
         """``(name, version)`` of every stored definition, parsed from the definition keys."""
         prefix = f"{namespace}:definition:"
         with self._borrow("list_reports") as conn:
             keys = [row[0] for row in conn.execute(self._q.string_keys, q.key_range(prefix))]
-        found: set[tuple[str, int]] = set()
-        for key in keys:
-            name, sep, version = key[len(prefix) :].rpartition(":v")
-            if sep and ":" not in name and version.isdigit():
-                found.add((unquote_plus(name), int(version)))
-        return sorted(found)
+        return reports_of_keys(prefix, keys)
 
     # -- apply, markers, state ---------------------------------------------------------
 
