@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ from crash.workload import (
     workload,
 )
 from event_meter import EventMeter, Report
+from event_meter.stores._lease import KeptLease
 from support import FakeClock
 
 REPORTS = {"intervals": interval_report, "counts": counts_report}
@@ -165,3 +167,28 @@ def apply_writes(report_kind: str = "intervals") -> tuple[int, tuple[str, ...]]:
                 meter.process_pending(REPORTS[report_kind](), batch_size=BATCH_SIZE)
     number = max(seen, key=lambda n: (len(seen[n]), -n))
     return number, tuple(seen[number])
+
+
+def lose_lease_after_apply(
+    mp: pytest.MonkeyPatch, meter: EventMeter, at: int, lose: Callable[[KeptLease], None]
+) -> None:
+    """Call ``lose(report lease)`` right after apply number ``at`` of ``meter`` returned."""
+    store = meter.rollups
+    leases: list[KeptLease] = []
+    real_lock, real_apply = store.try_report_lock, store.apply
+    applies = [0]
+
+    def try_report_lock(*args: Any) -> Any:
+        lease = real_lock(*args)
+        if isinstance(lease, KeptLease):
+            leases.append(lease)
+        return lease
+
+    def apply(*args: Any) -> None:
+        real_apply(*args)
+        applies[0] += 1
+        if applies[0] == at:
+            lose(leases[-1])
+
+    mp.setattr(store, "try_report_lock", try_report_lock)
+    mp.setattr(store, "apply", apply)

@@ -40,6 +40,7 @@ from crash.scenarios import (
     crash_in_child,
     crash_in_process,
     finish_and_check,
+    lose_lease_after_apply,
     recorded,
 )
 from crash.workload import BATCH_SIZE, EVENT, interval_report
@@ -294,32 +295,6 @@ def test_a_transaction_killed_in_the_first_apply_leaves_no_row(
 # -- a lease lost mid-pass ---------------------------------------------------------------------
 
 
-def _lose_lease_after_apply(
-    mp: pytest.MonkeyPatch, meter: EventMeter, at: int, lose: Callable[[KeptLease], None]
-) -> None:
-    """Call ``lose(report lease)`` right after apply number ``at`` returned."""
-    store = meter.rollups
-    assert isinstance(store, PostgresRollups)
-    leases: list[KeptLease] = []
-    real_lock, real_apply = store.try_report_lock, store.apply
-    applies = [0]
-
-    def try_report_lock(*args: Any) -> Any:
-        lease = real_lock(*args)
-        if isinstance(lease, KeptLease):
-            leases.append(lease)
-        return lease
-
-    def apply(*args: Any) -> None:
-        real_apply(*args)
-        applies[0] += 1
-        if applies[0] == at:
-            lose(leases[-1])
-
-    mp.setattr(store, "try_report_lock", try_report_lock)
-    mp.setattr(store, "apply", apply)
-
-
 def _set_lease_row(storage: Storage, namespace: str, value: str | None) -> None:
     from psycopg import sql
 
@@ -342,7 +317,7 @@ def test_a_lease_taken_over_mid_pass_raises_and_the_retries_count_exactly(
         meter = storage.meter()
         thief = f"{int(time.time() * 1000) + 600_000}:thief"
         with pytest.MonkeyPatch.context() as mp:
-            _lose_lease_after_apply(
+            lose_lease_after_apply(
                 mp, meter, 2, lambda _: _set_lease_row(storage, namespace, thief)
             )
             with pytest.raises(LockLostError):
@@ -371,7 +346,7 @@ def test_a_failed_refresh_mid_pass_raises_and_the_retry_counts_exactly(
     with recorded(pairing, tmp_path / "data", clock, namespace) as storage:
         meter = storage.meter()
         with pytest.MonkeyPatch.context() as mp:
-            _lose_lease_after_apply(mp, meter, 2, lose)
+            lose_lease_after_apply(mp, meter, 2, lose)
             with pytest.raises(LockLostError, match="refresh failed"):
                 meter.process_pending(report, batch_size=BATCH_SIZE)
         storage.settle()  # our own lease row expires: nobody could release it

@@ -25,7 +25,6 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,16 +38,14 @@ from crash.scenarios import (
     crash_in_child,
     crash_in_process,
     finish_and_check,
+    lose_lease_after_apply,
     recorded,
 )
 from crash.sqlite_points import WHERE, committed
 from crash.sqlite_points import in_apply as in_apply_at
 from crash.workload import BATCH_SIZE, EVENT, interval_report
-from event_meter import EventMeter
 from event_meter._keys import ReportRef
 from event_meter.errors import LockLostError
-from event_meter.stores._lease import KeptLease
-from event_meter.stores.sqlite import SQLiteRollups
 from support import FakeClock
 
 SQLITE: Final = next(p for p in PAIRINGS if p.name == "file->sqlite")
@@ -154,32 +151,6 @@ def test_repeated_kills_inside_and_around_the_transaction(
 # -- a lease lost mid-pass ---------------------------------------------------------------------
 
 
-def _lose_lease_after_apply(
-    mp: pytest.MonkeyPatch, meter: EventMeter, at: int, lose: Callable[[KeptLease], None]
-) -> None:
-    """Call ``lose(report lease)`` right after apply number ``at`` returned."""
-    store = meter.rollups
-    assert isinstance(store, SQLiteRollups)
-    leases: list[KeptLease] = []
-    real_lock, real_apply = store.try_report_lock, store.apply
-    applies = [0]
-
-    def try_report_lock(*args: Any) -> Any:
-        lease = real_lock(*args)
-        if isinstance(lease, KeptLease):
-            leases.append(lease)
-        return lease
-
-    def apply(*args: Any) -> None:
-        real_apply(*args)
-        applies[0] += 1
-        if applies[0] == at:
-            lose(leases[-1])
-
-    mp.setattr(store, "try_report_lock", try_report_lock)
-    mp.setattr(store, "apply", apply)
-
-
 def _set_lease_row(storage: Storage, namespace: str, value: str | None) -> None:
     key = ReportRef(namespace, EVENT, 1).process_lock_key()
     conn = sqlite3.connect(storage.root / SQLITE_FILE, isolation_level=None, timeout=10)
@@ -200,7 +171,7 @@ def test_a_lease_taken_over_mid_pass_raises_and_the_retries_count_exactly(
         meter = storage.meter()
         thief = f"{int(time.time() * 1000) + 600_000}:thief"
         with pytest.MonkeyPatch.context() as mp:
-            _lose_lease_after_apply(
+            lose_lease_after_apply(
                 mp, meter, 2, lambda _: _set_lease_row(storage, namespace, thief)
             )
             with pytest.raises(LockLostError):
