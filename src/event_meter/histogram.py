@@ -65,33 +65,33 @@ def _names(measure: str) -> tuple[str, ...]:
 
 _DURATION_NAMES: Final = _names("duration_ms")
 _INTERVAL_NAMES: Final = _names("interval_ms")
-_BY_MEASURE: Final = {"duration_ms": _DURATION_NAMES, "interval_ms": _INTERVAL_NAMES}
 HISTOGRAM_FIELDS: Final = frozenset(_DURATION_NAMES + _INTERVAL_NAMES)
 """Every histogram field name a rollup may hold."""
 _SMALL_BUCKETS: Final = tuple(_bucket(v) for v in range(_SMALL))
 _PREFIX_LEN: Final = {measure: len(measure) + 2 for measure in MEASURES}
 
 
-def bucket_field(measure: str, value: int) -> str:
-    """The field that counts ``value`` (ms, >= 0) in ``measure``'s histogram."""
-    names = _BY_MEASURE[measure]
-    if value < _SMALL:
-        return names[_SMALL_BUCKETS[value]]
-    return names[_bucket(min(value, MAX_VALUE))]
-
-
 def duration_field_of(value: int) -> str:
-    """``bucket_field("duration_ms", value)`` for the hot path (``value >= 0``)."""
+    """The ``duration_ms`` histogram field that counts ``value`` (ms, >= 0); hot path."""
     if value < _SMALL:
         return _DURATION_NAMES[_SMALL_BUCKETS[value]]
     return _DURATION_NAMES[_bucket(min(value, MAX_VALUE))]
 
 
 def interval_field_of(value: int) -> str:
-    """``bucket_field("interval_ms", value)`` for the hot path (``value >= 0``)."""
+    """The ``interval_ms`` histogram field that counts ``value`` (ms, >= 0); hot path."""
     if value < _SMALL:
         return _INTERVAL_NAMES[_SMALL_BUCKETS[value]]
     return _INTERVAL_NAMES[_bucket(min(value, MAX_VALUE))]
+
+
+def bucket_field(measure: str, value: int) -> str:
+    """The field that counts ``value`` (ms, >= 0) in ``measure``'s histogram."""
+    if measure == "duration_ms":
+        return duration_field_of(value)
+    if measure == "interval_ms":
+        return interval_field_of(value)
+    raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
 
 
 def representative(k: int) -> float:
