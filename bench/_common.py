@@ -6,12 +6,26 @@ import json
 import resource
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from event_meter import Report
+from event_meter import EventMeter, Report
+from event_meter._keys import ReportRef
+from event_meter.stores import FileStream
+from event_meter.stores.base import BatchDelta, RollupStore
 
-__all__ = ["T0", "FakeClock", "invoice_report", "peak_rss_mib", "run_child"]
+__all__ = [
+    "T0",
+    "FakeClock",
+    "TimedPass",
+    "invoice_report",
+    "peak_rss_mib",
+    "run_child",
+    "timed_process",
+]
 
 T0 = datetime(2026, 5, 6, 9, 0, 0, tzinfo=UTC)
 
@@ -55,3 +69,56 @@ def run_child(script: str, args: list[str]) -> dict[str, Any]:
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+@dataclass
+class TimedPass:
+    """What ``timed_process`` measured: whole pass, time inside ``apply``, and every delta."""
+
+    process_s: float
+    ref: ReportRef
+    summary_s: float
+    apply_s: float = 0.0
+    deltas: list[BatchDelta] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(values) for delta in self.deltas for values in delta.rollups.values())
+
+
+def timed_process(folder: Path, store: RollupStore, events: int, minutes: int) -> TimedPass:
+    """Time ``process_pending`` of the FileStream backlog in ``folder`` into ``store``.
+
+    ``apply`` is wrapped to time it and keep each delta (for a baseline that writes
+    the same rollups); the result and the summary total are checked.
+    """
+    clock = FakeClock(T0)
+    clock.advance(minutes=minutes + 1, seconds=11)  # past the last minute and the grace
+    meter = EventMeter(stream_storage=FileStream(folder), rollup_storage=store, clock=clock)
+    report = invoice_report()
+    deltas: list[BatchDelta] = []
+    apply_s = [0.0]
+    real_apply = store.apply
+
+    def apply(ref: ReportRef, delta: BatchDelta) -> None:
+        started = time.perf_counter()
+        real_apply(ref, delta)
+        apply_s[0] += time.perf_counter() - started
+        deltas.append(delta)
+
+    store.apply = apply  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        result = meter.process_pending(report)
+        seconds = time.perf_counter() - started
+        if result.processed != events or result.malformed or not result.complete:
+            raise RuntimeError(f"unexpected result {result.to_dict()}")
+        summary_started = time.perf_counter()
+        total = meter.summary(report)["count"]
+        summary_s = time.perf_counter() - summary_started
+        if total != events:
+            raise RuntimeError(f"summary counts {total}, expected {events}")
+        ref = ReportRef(meter.config.namespace, report.name, report.version)
+    finally:
+        meter.close()
+    return TimedPass(seconds, ref, summary_s, apply_s[0], deltas)

@@ -31,11 +31,9 @@ from typing import Any
 
 import orjson
 
-from _common import T0, FakeClock, invoice_report, peak_rss_mib, run_child
+from _common import peak_rss_mib, run_child, timed_process
 from _pg import BenchPostgres
-from event_meter import EventMeter
 from event_meter._keys import ReportRef
-from event_meter.stores import FileStream
 from event_meter.stores.base import BatchDelta
 from event_meter.stores.postgres import PostgresRollups, _rows, install
 
@@ -94,43 +92,18 @@ def same_rollups(dsn: str) -> bool:
 
 def process(folder: Path, events: int, dsn: str) -> dict[str, Any]:
     """Child: the timed ``process_pending``, then the ``executemany`` baseline."""
-    clock = FakeClock(T0)
-    clock.advance(minutes=MINUTES + 1, seconds=11)  # past the last minute and the grace
     store = PostgresRollups(url=dsn, table_prefix="bench")
     install(dsn, table_prefix="bench")
-    meter = EventMeter(stream_storage=FileStream(folder), rollup_storage=store, clock=clock)
-    report = invoice_report()
-    deltas: list[BatchDelta] = []
-    apply_s = [0.0]
-    real_apply = store.apply
-
-    def apply(ref: ReportRef, delta: BatchDelta) -> None:
-        started = time.perf_counter()
-        real_apply(ref, delta)
-        apply_s[0] += time.perf_counter() - started
-        deltas.append(delta)
-
-    store.apply = apply  # type: ignore[method-assign]
-    started = time.perf_counter()
-    result = meter.process_pending(report)
-    seconds = time.perf_counter() - started
-    if result.processed != events or result.malformed or not result.complete:
-        raise RuntimeError(f"unexpected result {result.to_dict()}")
-    total = meter.summary(report)["count"]
-    if total != events:
-        raise RuntimeError(f"summary counts {total}, expected {events}")
-    ref = ReportRef(meter.config.namespace, report.name, report.version)
-    rows = sum(len(values) for delta in deltas for values in delta.rollups.values())
-    meter.close()
-    base_s = baseline(dsn, ref, deltas)
+    timed = timed_process(folder, store, events, MINUTES)
+    base_s = baseline(dsn, timed.ref, timed.deltas)
     if not same_rollups(dsn):
         raise RuntimeError("the baseline and process_pending stored different rollups")
     return {
-        "process_s": seconds,
-        "apply_s": apply_s[0],
+        "process_s": timed.process_s,
+        "apply_s": timed.apply_s,
         "baseline_s": base_s,
-        "batches": len(deltas),
-        "rows": rows,
+        "batches": len(timed.deltas),
+        "rows": timed.rows,
         "rss_mib": peak_rss_mib(),
     }
 
