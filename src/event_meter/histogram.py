@@ -45,17 +45,22 @@ MAX_BUCKETS: Final = 2 + math.ceil(math.log(MAX_VALUE) / _LOG_GAMMA)
 MEASURES: Final = ("duration_ms", "interval_ms")
 PERCENTILES: Final = ((50, "p50"), (90, "p90"), (95, "p95"), (99, "p99"))
 _SMALL: Final = 4_096
+_INV_LOG_GAMMA: Final = 1 / _LOG_GAMMA
+_UPPER: Final = tuple(GAMMA ** (k - 1) for k in range(MAX_BUCKETS + 2))
+"""``_UPPER[k]``: the largest value of bucket ``k >= 1`` (``gamma^(k-1)``)."""
+_log = math.log
+_ceil = math.ceil
 
 
 def _bucket(value: int) -> int:
     if value <= 0:
         return 0
-    k = 1 + math.ceil(math.log(value) / _LOG_GAMMA)
+    k = 1 + _ceil(_log(value) * _INV_LOG_GAMMA)
     # Float rounding near a boundary may land one bucket off: settle it exactly.
-    if value > GAMMA ** (k - 1):
-        k += 1
-    elif k > 1 and value <= GAMMA ** (k - 2):
-        k -= 1
+    if value > _UPPER[k]:
+        return k + 1
+    if k > 1 and value <= _UPPER[k - 1]:
+        return k - 1
     return k
 
 
@@ -68,21 +73,39 @@ _INTERVAL_NAMES: Final = _names("interval_ms")
 HISTOGRAM_FIELDS: Final = frozenset(_DURATION_NAMES + _INTERVAL_NAMES)
 """Every histogram field name a rollup may hold."""
 _SMALL_BUCKETS: Final = tuple(_bucket(v) for v in range(_SMALL))
+DURATION_SMALL: Final = tuple(_DURATION_NAMES[k] for k in _SMALL_BUCKETS)
+"""The ``duration_ms`` field of every value below ``SMALL`` (the aggregator indexes it)."""
+SMALL: Final = _SMALL
 _PREFIX_LEN: Final = {measure: len(measure) + 2 for measure in MEASURES}
+
+
+_LARGE: dict[int, int] = {}
+"""Buckets of values from ``SMALL`` up, as met: periodic work repeats its intervals and
+durations, and a lookup is a fraction of a logarithm. Bounded; cleared when full."""
+_LARGE_LIMIT: Final = 8_192
+
+
+def _large_bucket(value: int) -> int:
+    found = _LARGE.get(value)
+    if found is None:
+        if len(_LARGE) >= _LARGE_LIMIT:
+            _LARGE.clear()
+        found = _LARGE[value] = _bucket(min(value, MAX_VALUE))
+    return found
 
 
 def duration_field_of(value: int) -> str:
     """The ``duration_ms`` histogram field that counts ``value`` (ms, >= 0); hot path."""
     if value < _SMALL:
-        return _DURATION_NAMES[_SMALL_BUCKETS[value]]
-    return _DURATION_NAMES[_bucket(min(value, MAX_VALUE))]
+        return DURATION_SMALL[value]
+    return _DURATION_NAMES[_large_bucket(value)]
 
 
 def interval_field_of(value: int) -> str:
     """The ``interval_ms`` histogram field that counts ``value`` (ms, >= 0); hot path."""
     if value < _SMALL:
         return _INTERVAL_NAMES[_SMALL_BUCKETS[value]]
-    return _INTERVAL_NAMES[_bucket(min(value, MAX_VALUE))]
+    return _INTERVAL_NAMES[_large_bucket(value)]
 
 
 def bucket_field(measure: str, value: int) -> str:

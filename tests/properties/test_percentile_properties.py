@@ -13,7 +13,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from event_meter.histogram import MAX_VALUE, bucket_field, percentiles, representative
+from event_meter import histogram
+from event_meter.histogram import MAX_VALUE, SMALL, bucket_field, percentiles, representative
 from event_meter.rollup import merge_all
 from expect import hist_field, nearest_rank
 
@@ -66,3 +67,12 @@ def test_a_sample_lands_in_the_bucket_an_independent_search_finds(value: int) ->
 def test_no_samples_means_no_percentiles() -> None:
     assert percentiles({"duration_ms_count": 0, "count": 3}, "duration_ms") is None
     assert percentiles({"duration_ms_h5": 0}, "duration_ms") is None
+
+
+def test_the_large_value_cache_stays_bounded_and_right() -> None:
+    values = range(SMALL, SMALL + 7 * 3 * histogram._LARGE_LIMIT, 7)
+    for value in values:
+        assert bucket_field("duration_ms", value) == hist_field("duration_ms", value)
+    assert len(histogram._LARGE) <= histogram._LARGE_LIMIT
+    for value in values:  # again, partly from the cache
+        assert bucket_field("interval_ms", value) == hist_field("interval_ms", value)
