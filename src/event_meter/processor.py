@@ -104,11 +104,8 @@ def process_report(
         check_definition(rollups, ref, report)
         rollups.recover(ref)
         aggregator = Aggregator(report)
-        guard = (
-            None
-            if report.max_values_per_index is None
-            else CardinalityGuard(report, report.max_values_per_index, rollups, ref)
-        )
+        limit = report.max_values_per_index
+        guard = None if limit is None else CardinalityGuard(report, limit, rollups, ref)
         while True:
             batch = stream.read(report.name, batch_size)
             if not batch.entries:
