@@ -13,6 +13,7 @@ from event_meter._keys import (
     ReportRef,
     cleanup_lock_key,
     esc,
+    esc_many,
     folder_name,
     index_key,
     stream_key,
@@ -52,6 +53,36 @@ def test_esc_keeps_exactly_the_safe_set() -> None:
             continue
         expected = "+" if char == " " else f"%{code:02X}"
         assert esc(char) == expected, char
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [],
+        [""],
+        ["", ""],
+        [f"202605061015-host-1-ab12cd34.jsonl:{n}" for n in range(50)],
+        ["a+b c", "% +", "+%", " ", "%2B"],  # replacements that bring in "%" and "+"
+        ["line\nbreak", "x"],  # a newline inside a text: the slow path
+        ["ä:1", "b:2"],  # non-ASCII: the slow path
+        ["".join(chr(code) for code in range(1, 128) if code != 10)],
+    ],
+)
+def test_esc_many_is_esc_of_each(texts: list[str]) -> None:
+    assert esc_many(texts) == [esc(text) for text in texts]
+
+
+def test_esc_many_is_esc_of_each_for_random_ascii_batches() -> None:
+    import random
+
+    rng = random.Random(20261128)
+    alphabet = string.printable
+    for _ in range(3_000):
+        texts = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+            for _ in range(rng.randint(1, 6))
+        ]
+        assert esc_many(texts) == [esc(text) for text in texts], texts
 
 
 def test_esc_is_quote_plus_with_nothing_safe() -> None:

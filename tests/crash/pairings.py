@@ -52,6 +52,9 @@ REDIS_STREAM: Final = "redis_stream"
 REDIS_ROLLUPS: Final = "redis_rollups"
 POSTGRES_ROLLUPS: Final = "postgres_rollups"
 SQLITE_ROLLUPS: Final = "sqlite_rollups"
+OVERLAPPING: Final = "overlapping"
+"""The stores overlap one batch's apply with the next batch's read (``overlapping_batches``
+and ``background_apply``)."""
 PARALLEL_READERS: Final = "parallel_readers"
 """Two processors may read rows of one event at the same time (no per-event read lease)."""
 REDIS_LOCK_TTL_MS: Final = 500
@@ -140,7 +143,7 @@ PAIRINGS: Final = (
     Pairing(
         "file->redis",
         True,
-        frozenset({FILE_STREAM, REDIS_ROLLUPS, PARALLEL_READERS}),
+        frozenset({FILE_STREAM, REDIS_ROLLUPS, PARALLEL_READERS, OVERLAPPING}),
         lambda root, shared: (FileStream(root), _redis_rollups()),
         services=("redis",),
         lock_ttl_ms=REDIS_LOCK_TTL_MS,
@@ -148,7 +151,7 @@ PAIRINGS: Final = (
     Pairing(
         "redis->redis",
         True,
-        frozenset({REDIS_STREAM, REDIS_ROLLUPS}),
+        frozenset({REDIS_STREAM, REDIS_ROLLUPS, OVERLAPPING}),
         lambda root, shared: (_redis_stream(), _redis_rollups()),
         services=("redis",),
         lock_ttl_ms=REDIS_LOCK_TTL_MS,
@@ -156,7 +159,7 @@ PAIRINGS: Final = (
     Pairing(
         "file->postgres",
         True,
-        frozenset({FILE_STREAM, POSTGRES_ROLLUPS, PARALLEL_READERS}),
+        frozenset({FILE_STREAM, POSTGRES_ROLLUPS, PARALLEL_READERS, OVERLAPPING}),
         open_file_postgres,
         services=("postgres",),
         lock_ttl_ms=POSTGRES_LOCK_TTL_MS,
@@ -171,13 +174,13 @@ PAIRINGS: Final = (
     Pairing(
         "file->memory",
         False,
-        frozenset({FILE_STREAM, PARALLEL_READERS}),
+        frozenset({FILE_STREAM, PARALLEL_READERS, OVERLAPPING}),
         lambda root, shared: (FileStream(root), _shared(shared, "rollups", MemoryRollups)),
     ),
     Pairing(
         "memory->memory",
         False,
-        frozenset({PARALLEL_READERS}),
+        frozenset({PARALLEL_READERS, OVERLAPPING}),
         lambda root, shared: (
             _shared(shared, "stream", MemoryStream),
             _shared(shared, "rollups", MemoryRollups),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 import pytest
 
-from crash.pairings import FILE_ROLLUPS, FILE_STREAM, REDIS_ROLLUPS, Pairing
+from crash.pairings import FILE_ROLLUPS, FILE_STREAM, OVERLAPPING, REDIS_ROLLUPS, Pairing
 from event_meter import EventMeter
 from event_meter.stores.file import _fs, _journal, _layout, _stream_claims
 from event_meter.stores.file._layout import ReportLayout
@@ -316,6 +317,86 @@ def redis_apply_step(label: str, at: int = 3) -> CrashPoint:
     return CrashPoint(f"redis-apply-{label}", at, install, REDIS_ROLLUP_SET)
 
 
+# -- overlapped batches (the apply of batch N runs while batch N+1 is read) -------------
+
+OVERLAP_SET: Final = frozenset({OVERLAPPING})
+WAIT_S: Final = 10.0  # bounded waits for the other thread; never reached when overlapping
+
+
+class _Overlap:
+    """Counts stream reads and applies of a meter, and lets a thread wait for them."""
+
+    def __init__(self, mp: pytest.MonkeyPatch, meter: EventMeter) -> None:
+        self.reads = self.started = 0
+        self.changed = threading.Condition()
+        self.fired = threading.Event()
+        real_read = meter.stream.read
+
+        def read(*args: Any) -> Any:
+            batch = real_read(*args)
+            with self.changed:
+                self.reads += 1
+                self.changed.notify_all()
+            return batch
+
+        mp.setattr(meter.stream, "read", read)
+
+    def wait_reads(self, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.reads >= count, WAIT_S), "no overlap"
+
+
+def _apply_with_next_read(*, after: bool) -> Install:
+    """The at-th apply fires (before or after writing) once batch N+1 has been read."""
+
+    def install(mp: pytest.MonkeyPatch, meter: EventMeter, trigger: Trigger) -> None:
+        overlap = _Overlap(mp, meter)
+        real_apply = meter.rollups.apply
+
+        def apply(*args: Any) -> None:
+            with overlap.changed:
+                overlap.started += 1
+                number = overlap.started
+            if number == trigger.at:
+                overlap.wait_reads(number + 1)
+            if not after:
+                trigger.tick("apply")
+            real_apply(*args)
+            if after:
+                trigger.tick("apply")
+
+        mp.setattr(meter.rollups, "apply", apply)
+
+    return install
+
+
+def _read_while_applying(mp: pytest.MonkeyPatch, meter: EventMeter, trigger: Trigger) -> None:
+    """The at-th read (at >= 2) fires in the reading thread while apply at-1 still runs:
+    that apply waits until the point fired (a kill ends it; a failure lets it finish)."""
+    overlap = _Overlap(mp, meter)
+    real_apply, real_read = meter.rollups.apply, meter.stream.read
+
+    def apply(*args: Any) -> None:
+        with overlap.changed:
+            overlap.started += 1
+            number = overlap.started
+        if number == trigger.at - 1:
+            overlap.fired.wait(WAIT_S)
+        real_apply(*args)
+
+    def read(*args: Any) -> Any:
+        batch = real_read(*args)
+        try:
+            trigger.tick("read", prelude=overlap.fired.set)
+        except BaseException:  # a failing read claims nothing: give the rows back
+            meter.stream.release(batch)
+            raise
+        return batch
+
+    mp.setattr(meter.rollups, "apply", apply)
+    mp.setattr(meter.stream, "read", read)
+
+
 # Points with their occurrence; ``at`` is tuned so the crash lands mid-stream.
 POINTS: Final = (
     CrashPoint("before-apply", 3, _before_apply),
@@ -327,6 +408,9 @@ POINTS: Final = (
     CrashPoint("delete-before-offset-write", 2, _offset_write(torn=False), FILE_STREAM_SET),
     CrashPoint("delete-torn-offset-write", 2, _offset_write(torn=True), FILE_STREAM_SET),
     *(redis_apply_step(label) for label in REDIS_STEPS),
+    CrashPoint("before-apply-next-batch-read", 3, _apply_with_next_read(after=False), OVERLAP_SET),
+    CrashPoint("after-apply-next-batch-read", 3, _apply_with_next_read(after=True), OVERLAP_SET),
+    CrashPoint("next-batch-read-while-applying", 3, _read_while_applying, OVERLAP_SET),
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from crash.pairings import DURABLE, PAIRINGS, Pairing
+from crash.pairings import DURABLE, OVERLAPPING, PAIRINGS, Pairing
 from crash.points import POINTS, CrashPoint, apply_step
 from crash.scenarios import (
     REPORTS,
@@ -133,3 +133,15 @@ def test_exception_inside_apply_then_retry(
     with recorded(DURABLE[0], tmp_path, clock, namespace) as storage:
         crash_in_process(storage, report, _step(step))
         finish_and_check(storage, report)
+
+
+@pytest.mark.parametrize("pairing", [pytest.param(p, id=p.name, marks=p.marks) for p in PAIRINGS])
+def test_the_overlapping_feature_is_what_the_stores_do(pairing: Pairing, tmp_path: Path) -> None:
+    """The overlap crash points run exactly on the pairings whose stores overlap batches."""
+    stream, rollups = pairing.open(tmp_path, {})
+    try:
+        overlapping = stream.overlapping_batches and rollups.background_apply
+        assert (OVERLAPPING in pairing.features) == overlapping
+    finally:
+        stream.close()
+        rollups.close()

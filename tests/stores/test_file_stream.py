@@ -438,6 +438,98 @@ def test_partial_batches_resume_from_the_offset(
     assert second.read(NAME, 10).entries == []
 
 
+# -- overlapping batches: a read while an earlier batch of the file is held ---------
+
+
+def _five_rows(make_store: MakeStore, fake_clock: FakeClock) -> None:
+    writer = make_store()
+    for n in range(1, 6):
+        writer.append(NAME, {"n": n})
+    fake_clock.current = AFTER_GRACE
+
+
+def test_a_read_continues_a_file_an_earlier_batch_still_holds(
+    make_store: MakeStore, dirs: StreamDirs, fake_clock: FakeClock
+) -> None:
+    _five_rows(make_store, fake_clock)
+    store = make_store()
+    first = store.read(NAME, 2)
+    second = store.read(NAME, 2)  # the first is neither deleted nor released
+    third = store.read(NAME, 2)
+    (file,) = [f for f in files_in(dirs.processing) if f.endswith(".jsonl")]
+    assert [ids(first), ids(second), ids(third)] == [
+        [f"{file}:1", f"{file}:2"],
+        [f"{file}:3", f"{file}:4"],
+        [f"{file}:5"],
+    ]
+    assert store.read(NAME, 2).entries == []
+    assert make_store().read(NAME, 10).entries == []  # still claimed: out of reach
+    for batch in (first, second):
+        store.delete(batch)
+    assert orjson.loads(dirs.offset_path(file).read_bytes())["line"] == 4
+    assert make_store().read(NAME, 10).entries == []  # the third batch keeps the claim
+    store.delete(third)
+    assert files_in(dirs.processing) == []
+
+
+def test_a_released_continuation_is_read_again_after_the_earlier_batch_is_deleted(
+    make_store: MakeStore, dirs: StreamDirs, fake_clock: FakeClock
+) -> None:
+    _five_rows(make_store, fake_clock)
+    store = make_store()
+    first = store.read(NAME, 2)
+    second = store.read(NAME, 2)
+    store.delete(first)
+    store.release(second)
+    again = make_store().read(NAME, 10)  # another processor, from the saved offset
+    assert [e.payload["n"] for e in again.entries] == [3, 4, 5]
+    assert ids(again)[0] == ids(second)[0]
+
+
+def test_releasing_both_batches_gives_every_row_back(
+    make_store: MakeStore, dirs: StreamDirs, fake_clock: FakeClock
+) -> None:
+    _five_rows(make_store, fake_clock)
+    store = make_store()
+    second_reader = make_store()
+    first = store.read(NAME, 2)
+    second = store.read(NAME, 2)
+    store.release(second)
+    assert second_reader.read(NAME, 10).entries == []  # the first batch holds the file
+    store.release(first)
+    again = second_reader.read(NAME, 10)
+    assert [e.payload["n"] for e in again.entries] == [1, 2, 3, 4, 5]
+
+
+def test_a_continuation_waiting_for_an_incomplete_line_leaves_the_file_alone(
+    store: FileStream, dirs: StreamDirs, fake_clock: FakeClock
+) -> None:
+    write_log(dirs, "202605061015-h-1-0000000a.jsonl", b'{"id":1,"payload":1}\n{"id":2,"pa')
+    fake_clock.current = AFTER_GRACE
+    first = store.read(NAME, 10)
+    assert [e.payload for e in first.entries] == [1]
+    assert store.read(NAME, 10).entries == []  # the young partial line waits
+    store.delete(first)
+    assert files_in(dirs.processing) == [
+        "202605061015-h-1-0000000a.jsonl",
+        "202605061015-h-1-0000000a.jsonl.offset",
+    ]
+
+
+def test_batches_of_files_moved_out_of_logs_are_fresh(
+    make_store: MakeStore, dirs: StreamDirs, fake_clock: FakeClock
+) -> None:
+    _five_rows(make_store, fake_clock)
+    store = make_store()
+    first = store.read(NAME, 2)
+    second = store.read(NAME, 2)  # continues a fresh claim: fresh too
+    assert (first.fresh, second.fresh) == (True, True)
+    store.delete(first)
+    store.release(second)
+    again = make_store().read(NAME, 10)  # taken from processing/: maybe read before
+    assert (len(again.entries), again.fresh) == (3, False)
+
+
 def test_reads_cross_files_oldest_first(
     store: FileStream, dirs: StreamDirs, fake_clock: FakeClock
 ) -> None:

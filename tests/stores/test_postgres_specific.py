@@ -266,6 +266,7 @@ def test_an_engine_must_use_the_psycopg_dialect() -> None:
 
 def test_url_adapter(server: PostgresServer, prefix: str, clock: FakeClock) -> None:
     store = PostgresRollups(url=f"{server.dsn}?table_prefix={prefix}")
+    assert store.background_apply  # one connection under a lock: any thread may apply
     scenario(store, clock)
     store.close()
 
@@ -301,6 +302,7 @@ def test_connection_adapter_uses_the_connection_and_leaves_it_open_and_idle(
 def test_pool_adapter(server: PostgresServer, prefix: str, clock: FakeClock) -> None:
     with ConnectionPool(server.dsn, min_size=1, max_size=2, open=True) as pool:
         store = PostgresRollups(pool=pool, table_prefix=prefix)
+        assert store.background_apply
         scenario(store, clock)
         store.close()
         assert not pool.closed
@@ -314,6 +316,7 @@ def test_sqlalchemy_engine_adapter(server: PostgresServer, prefix: str, clock: F
     engine = sqlalchemy.create_engine(url, pool_size=2)
     try:
         store = PostgresRollups(engine=engine, table_prefix=prefix)
+        assert store.background_apply
         scenario(store, clock)
         store.close()
         with engine.connect() as conn:  # the engine still works and saw our commits
@@ -354,6 +357,7 @@ from support import FakeClock
 from stores.test_postgres_specific import scenario, interval_report, record, NAME
 
 store = PostgresRollups(database="default", table_prefix=prefix)
+assert store.background_apply is False  # Django connections belong to their thread
 scenario(store, FakeClock())
 from event_meter import EventMeter
 from event_meter.stores.memory import MemoryStream

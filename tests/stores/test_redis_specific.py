@@ -110,20 +110,24 @@ def test_rollup_keys_share_the_report_hash_tag(
         BatchDelta(
             "b" * 64,
             ["1778062500000-0"],
-            {RollupFile("minute", "202605061015", ()): {"all": fields(1)}},
+            {
+                RollupFile("minute", "202605061015", ()): {"all": fields(1)},
+                RollupFile("hour", "2026050610", ()): {"all": fields(1)},
+            },
             {("customer_id", "4 2"): ms(10)},
         ),
     )
     tag = "{invoice_delivery:v1}"
     expected = {
         f"{namespace}:rollup:{tag}:minute:202605061015:all",
+        f"{namespace}:rollup:{tag}:hour:2026050610:all",
         f"{namespace}:state:{tag}:interval:customer_id:4+2",
         f"{namespace}:definition:{tag}",
         f"{namespace}:processed:{tag}:1778062500000-0",
-        f"{namespace}:buckets:{tag}:minute:all",
+        f"{namespace}:buckets:{tag}:hour:all",  # hour buckets only: minutes are SCANned
     }
     assert {k.decode() for k in client.scan_iter(match=f"{namespace}:*")} == expected
-    assert client.zrange(f"{namespace}:buckets:{tag}:minute:all", 0, -1) == [b"202605061015"]
+    assert client.zrange(f"{namespace}:buckets:{tag}:hour:all", 0, -1) == [b"2026050610"]
     assert client.hgetall(f"{namespace}:rollup:{tag}:minute:202605061015:all") == {
         b"count": b"1",
         b"success_count": b"1",
@@ -674,6 +678,14 @@ ODD_ENTRY_IDS = (
 def test_marker_keys_escape_entry_ids_like_esc(ref: ReportRef, entry_id: str) -> None:
     keys = RedisRollups(url="redis://localhost:1/0").keys(ref)
     assert keys.processed_many([entry_id]) == [keys.processed(entry_id)]
+
+
+def test_marker_keys_of_a_whole_batch_escape_each_id_like_esc(ref: ReportRef) -> None:
+    keys = RedisRollups(url="redis://localhost:1/0").keys(ref)
+    batch = [*ODD_ENTRY_IDS, "line\nbreak:1", *ODD_ENTRY_IDS[:2]]
+    assert keys.processed_many(batch) == [keys.processed(entry_id) for entry_id in batch]
+    ascii_only = [entry_id for entry_id in ODD_ENTRY_IDS if entry_id.isascii()]
+    assert keys.processed_many(ascii_only) == [keys.processed(entry_id) for entry_id in ascii_only]
 
 
 # -- the stream ------------------------------------------------------------------------------------

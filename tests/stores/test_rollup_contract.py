@@ -327,6 +327,22 @@ def test_processed_ids_reports_every_entry_id_after_apply(
     assert rollup_store.processed_ids(ReportRef(ref.namespace, NAME, 2), ids) == set()
 
 
+ODD_ENTRY_IDS = ("", ":", "a:b:c", "line\nbreak:1", "tab\t:2", "é:1", "a b:1", "a%:1", "日本:語")
+
+
+def test_markers_of_odd_and_many_entry_ids_are_set_and_forgotten_exactly(
+    rollup_store: RollupStore, ref: ReportRef
+) -> None:
+    """Odd ids, and more ids than a backend sends in one call, in one batch."""
+    ids = [*ODD_ENTRY_IDS, *(f"202605061015-host-1-ab12cd34.jsonl:{n}" for n in range(4_500))]
+    rollup_store.apply(ref, delta({minute("1015"): {"all": fields(len(ids))}}, entry_ids=ids))
+    assert rollup_store.processed_ids(ref, ids) == set(ids)
+    assert rollup_store.processed_ids(ref, ["a:b", "line", "break:1", "日本"]) == set()
+    kept = {ids[0], ids[3], ids[-1]}
+    rollup_store.forget(ref, [entry_id for entry_id in ids if entry_id not in kept])
+    assert rollup_store.processed_ids(ref, ids) == kept
+
+
 def test_an_apply_with_only_entry_ids_marks_them(rollup_store: RollupStore, ref: ReportRef) -> None:
     """A batch of malformed rows changes no rollup but must still be marked."""
     rollup_store.apply(ref, delta(entry_ids=["bad.jsonl:1", "bad.jsonl:2"]))

@@ -9,6 +9,7 @@ armed until the planned number of crashes fired.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import time
@@ -32,11 +33,26 @@ _HOOKS: Final = (
 )
 
 
+class _Armed:
+    """One processor life's trigger: the label, the call number, what happened."""
+
+    def __init__(self, label: str | None, at: int) -> None:
+        self.label, self.at = label, at
+        self.count = 0
+        self.fired = False
+
+
 class ThreadCrashes:
-    """Thread-local triggers around store methods: ``CrashError`` at the n-th call."""
+    """Per-processor triggers around store methods: ``CrashError`` at the n-th call.
+
+    The trigger lives in a context variable, so it follows a processor's calls into
+    the worker thread that applies its batches (the pipeline copies the context).
+    """
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._armed: contextvars.ContextVar[_Armed | None] = contextvars.ContextVar(
+            "stress_armed", default=None
+        )
         self._lock = threading.Lock()
         self._wrapped: set[tuple[int, str]] = set()  # (store id, label)
 
@@ -62,24 +78,24 @@ class ThreadCrashes:
         return wrapper
 
     def _tick(self, label: str) -> None:
-        armed_at = getattr(self._local, "armed", None)
-        if armed_at is None or armed_at[0] != label:
+        armed = self._armed.get()
+        if armed is None or armed.label != label or armed.fired:
             return
-        self._local.count += 1
-        if self._local.count == armed_at[1]:
-            self._local.armed = None
-            self._local.fired = True
-            raise CrashError(f"injected at {label} #{armed_at[1]}")
+        with self._lock:  # the processor's thread and its apply worker may both tick
+            armed.count += 1
+            fire = armed.count == armed.at
+            armed.fired = armed.fired or fire
+        if fire:
+            raise CrashError(f"injected at {label} #{armed.at}")
 
     @contextmanager
     def arm(self, label: str | None, at: int) -> Iterator[Callable[[], bool]]:
-        self._local.armed = None if label is None else (label, at)
-        self._local.count = 0
-        self._local.fired = False
+        armed = _Armed(label, at)
+        token = self._armed.set(armed)
         try:
-            yield lambda: bool(self._local.fired)
+            yield lambda: armed.fired
         finally:
-            self._local.armed = None
+            self._armed.reset(token)
 
 
 def thread_processors(

@@ -15,7 +15,7 @@ processors, ends with exact rollups.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -76,11 +76,15 @@ class StreamBatch:
     """Rows read by one ``StreamStore.read`` call and claimed until delete or release.
 
     ``handle`` is the backend's own claim state; the processor never looks in it.
+    ``fresh``: no processor can have read any of these rows before (so none is
+    marked processed or covered by a journal): the processor skips ``recover``
+    and ``processed_ids`` for them. A store that cannot tell leaves it False.
     """
 
     name: str
     entries: list[Entry]
     handle: Any = None
+    fresh: bool = False
 
 
 @dataclass(slots=True)
@@ -157,7 +161,14 @@ class StreamStore(_Bindable, ABC):
       it never blocks the queue and the rows are deleted with the batch.
     - ``try_read_lock`` returns ``NULL_LEASE`` when the store needs no read lock,
       ``None`` when another processor holds it.
+    - ``overlapping_batches``: True when ``read`` may be called again while an
+      earlier batch of the same name is still claimed, returning the rows after
+      it in stream order (the processor then deletes or releases the batches in
+      the order they were read). False makes the processor read, apply and
+      delete one batch at a time.
     """
+
+    overlapping_batches: bool = False
 
     @abstractmethod
     def append(self, name: str, payload: Mapping[str, Any]) -> None: ...
@@ -201,10 +212,16 @@ class RollupStore(_Bindable, ABC):
       key, oldest first, at most ``limit`` (None: no cap).
     - ``try_report_lock`` / ``try_cleanup_lock`` return a lease or None when
       another holder has it.
+    - ``background_apply``: True when ``apply`` may run in another thread while
+      the processor calls ``recover(ref, running=...)``, ``processed_ids``,
+      ``read_state`` and ``bucket_index_keys`` of the same report (so one batch's
+      apply overlaps the aggregation of the next).
     - ``cleanup`` deletes what ended at or before ``before_ms`` and returns the
       counts ``rollup_keys_deleted``, ``interval_state_keys_deleted``,
       ``processed_entries_deleted``.
     """
+
+    background_apply: bool = False
 
     @abstractmethod
     def store_definition(self, ref: ReportRef, definition: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -212,8 +229,12 @@ class RollupStore(_Bindable, ABC):
     @abstractmethod
     def load_definition(self, ref: ReportRef) -> dict[str, Any] | None: ...
 
-    def recover(self, ref: ReportRef) -> None:
-        """Finish interrupted applies; stores whose apply is atomic need nothing."""
+    def recover(self, ref: ReportRef, running: Collection[str] = ()) -> None:
+        """Finish interrupted applies; stores whose apply is atomic need nothing.
+
+        ``running``: batch ids whose apply this process is running right now in
+        another thread (``background_apply``): left to that apply.
+        """
         return
 
     @abstractmethod

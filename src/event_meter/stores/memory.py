@@ -33,6 +33,8 @@ __all__ = ["MemoryRollups", "MemoryStream"]
 class MemoryStream(StreamStore):
     """Pending rows in a list per event name; a batch claims rows until delete/release."""
 
+    overlapping_batches = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, dict[str, bytes]] = {}
@@ -95,6 +97,8 @@ class _MemoryLease:
 
 class MemoryRollups(RollupStore):
     """Rollups, state, markers and leases in dicts under one lock."""
+
+    background_apply = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

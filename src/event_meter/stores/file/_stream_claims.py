@@ -48,6 +48,8 @@ class Claim:
     Rows are the bytes ``[start, end)`` = lines ``start_line + 1 .. end_line``;
     ``eof`` is True when ``end`` reached the end of the file at read time.
     ``fd`` holds the claim ``flock``; -1 once closed (closing drops the lock).
+    ``fresh``: this claim moved the file out of ``logs/``, so no processor read
+    any of its rows before.
     """
 
     file: str
@@ -57,6 +59,7 @@ class Claim:
     start_line: int = 0
     end_line: int = 0
     eof: bool = False
+    fresh: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -103,13 +106,15 @@ def claim_file(dirs: StreamDirs, file: str, in_processing: bool) -> Claim | None
         return None
     try:
         target = dirs.processing / file
+        moved = False
         if not in_processing:
             with contextlib.suppress(FileNotFoundError):  # already moved or finished
                 os.rename(dirs.logs / file, target)
+                moved = True
         if not target.exists():
             os.close(fd)
             return None
-        claim = Claim(file, fd)
+        claim = Claim(file, fd, fresh=moved)
         offset_path = dirs.offset_path(file)
         try:
             progress = read_json(offset_path)

@@ -29,7 +29,7 @@ file is read as empty with a warning and set aside on its next write.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,9 @@ class FileRollups(RollupStore):
             _journal.write(layout, delta, now)
             self._replay(layout, delta, now)
 
-    def recover(self, ref: ReportRef) -> None:
-        """Finish every journaled apply of this report (safe alongside other replayers)."""
+    def recover(self, ref: ReportRef, running: Collection[str] = ()) -> None:
+        """Finish every journaled apply of this report (safe alongside other replayers),
+        except the batches in ``running``."""
         layout = self._layout(ref)
         with storage_errors("recover", layout.base):
             journals = _journal.pending(layout)
@@ -171,7 +172,7 @@ class FileRollups(RollupStore):
             for path in journals:
                 now = self._now()
                 delta = _journal.load(path, now)
-                if delta is not None:
+                if delta is not None and delta.batch_id not in running:
                     log.info("event_meter: replaying interrupted apply %s", path)
                     self._replay(layout, delta, now)
 

@@ -66,6 +66,8 @@ class FileStream(StreamStore):
     """The file stream under ``path``. Thread-safe; after ``os.fork()`` the child
     drops the parent's files and claim locks and starts its own files."""
 
+    overlapping_batches = True
+
     CLAIM_GRACE_SECONDS: ClassVar[float] = 10.0
     STALE_PARTIAL_SECONDS: ClassVar[float] = 600.0
     QUARANTINE_RETENTION_SECONDS: ClassVar[float] = 7 * 86_400.0
@@ -95,6 +97,9 @@ class FileStream(StreamStore):
         self._lock = threading.Lock()
         self._writers: dict[str, Writer] = {}
         self._claims: set[Claim] = set()
+        # Per (processing folder, file): the last claim of a batch not yet deleted that
+        # stopped before the file's end. The next read continues it (``_continue``).
+        self._tails: dict[tuple[Path, str], Claim] = {}
         self._housekept: dict[str, float] = {}
         _LIVE.add(self)
 
@@ -203,7 +208,8 @@ class FileStream(StreamStore):
             for file, in_processing in files:
                 if len(entries) >= limit:
                     break
-                claim = claim_file(dirs, file, in_processing)
+                continued = self._continue(dirs, file)
+                claim = continued or claim_file(dirs, file, in_processing)
                 if claim is None:
                     continue
                 with self._lock:  # so that close() and a fork can drop it
@@ -230,16 +236,25 @@ class FileStream(StreamStore):
                 if len(entries) == before:
                     handle.claims.pop()
                     try:
-                        if claim.eof:  # no rows and no partial tail: a finished file
+                        # No rows and no partial tail: a finished file (unless an
+                        # earlier batch still holds rows of it).
+                        if claim.eof and continued is None:
                             finish_claim(dirs, claim)
                     finally:
                         self._untrack(claim)
+                    continue
+                with self._lock:
+                    if claim.eof:
+                        self._tails.pop((dirs.processing, file), None)
+                    else:
+                        self._tails[(dirs.processing, file)] = claim
         except BaseException as exc:
             self._close_claims(handle)
             if isinstance(exc, OSError):
                 raise storage_error("read", exc) from exc
             raise
-        return StreamBatch(name, entries, handle)
+        fresh = bool(handle.claims) and all(claim.fresh for claim in handle.claims)
+        return StreamBatch(name, entries, handle, fresh=fresh)
 
     def delete(self, batch: StreamBatch) -> None:
         """Remove the batch's rows (finished files go, others keep an offset); idempotent."""
@@ -278,6 +293,7 @@ class FileStream(StreamStore):
         with self._lock:
             writers, self._writers = list(self._writers.values()), {}
             claims, self._claims = list(self._claims), set()
+            self._tails = {}
         for writer in writers:
             with writer.lock:
                 writer.close()
@@ -287,10 +303,26 @@ class FileStream(StreamStore):
     # -- claims and housekeeping --------------------------------------------
 
     def _untrack(self, claim: Claim) -> None:
-        """Forget and close one claim (dropping its lock)."""
+        """Forget and close one claim (dropping its lock unless a continuation holds it)."""
         with self._lock:
             self._claims.discard(claim)
+            for key in [key for key, tail in self._tails.items() if tail is claim]:
+                del self._tails[key]
         close_claim(claim)
+
+    def _continue(self, dirs: StreamDirs, file: str) -> Claim | None:
+        """A claim on the rows after an earlier batch's, when that batch (not yet
+        deleted) stopped inside ``file``: it shares the claim lock (a ``dup`` of its
+        descriptor, so the lock lasts until both are closed), and the batches are
+        deleted in read order, each saving its own end offset."""
+        with self._lock:
+            tail = self._tails.get((dirs.processing, file))
+            if tail is None or tail.fd < 0:
+                return None
+            claim = Claim(file, os.dup(tail.fd), tail.end, tail.end, tail.end_line, tail.end_line)
+            claim.fresh = tail.fresh
+            self._claims.add(claim)
+        return claim
 
     def _close_claims(self, handle: BatchHandle) -> None:
         handle.done = True
@@ -313,6 +345,7 @@ class FileStream(StreamStore):
         for writer in writers:
             writer.close()
         claims, self._claims = self._claims, set()
+        self._tails = {}
         for claim in claims:
             close_claim(claim)  # closes only our copy; the parent keeps its lock
 

@@ -84,7 +84,13 @@ def dedicated_like(conn: Any) -> Any:
 
 
 class ConnectionSource(ABC):
-    """Where a store gets connections; see the module docstring."""
+    """Where a store gets connections; see the module docstring.
+
+    ``any_thread``: the source serves every thread alike (it locks, or pools), so
+    the store's apply may run in a worker thread (``RollupStore.background_apply``).
+    """
+
+    any_thread: bool = True
 
     @abstractmethod
     def borrow(self) -> Any:

@@ -63,6 +63,8 @@ class DjangoSource(OneConnection):
     A Django ``atomic()`` block counts as the caller's open transaction.
     """
 
+    any_thread = False  # each thread has its own Django connection: no worker threads
+
     def __init__(self, alias: str) -> None:
         super().__init__()
         self.alias = alias

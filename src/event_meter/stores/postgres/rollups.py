@@ -79,6 +79,7 @@ class PostgresRollups(RollupStore):
                 table_prefix = url_prefix
         self.tables = Tables.of(DEFAULT_TABLE_PREFIX if table_prefix is None else table_prefix)
         self._source = choose_source(connection, pool, engine, url, database)
+        self.background_apply = self._source.any_thread
         self._leases = LeaseConnection(self._source.connect_dedicated, self.tables, lock_connection)
         self._install_schema = install_schema
         self._schema_ready = False

@@ -13,14 +13,16 @@ together, so it is made exactly-once the way the file store does it:
    atomically checks that the batch is still journaled, sets its guard
    ``{ns}:applied:{tag}:<batch id>:<chunk no>`` (``SET NX``, with the rollup
    TTL) and only then merges, so a chunk is applied at most once however many
-   replayers run it. In the same script it adds the bucket ids it wrote to their
-   bucket index (``{ns}:buckets:{tag}:{granularity}:{index key}``, a ZSET read
-   by ``scan_rollups``) and the index keys to their bucket's member SET
+   replayers run it. In the same script it adds the hour bucket ids it wrote to
+   their bucket index (``{ns}:buckets:{tag}:hour:{index key}``, a ZSET read by
+   ``scan_rollups``; minute buckets are found by ``SCAN``, which only tests and
+   tools ask for) and the index keys to their bucket's member SET
    (``{ns}:bucket_keys:{tag}:{granularity}:{bucket id}:{params}``, read by
    ``bucket_index_keys``), both with the rollup TTL: a bucket is indexed exactly
    when a chunk wrote it, whatever crashes.
 3. ``apply_markers`` (one pipelined round trip): the processed markers, last,
-   only while the batch is journaled.
+   only while the batch is journaled; each call gets ``MARKERS_PER_CALL`` escaped
+   entry ids as one argument and builds the key names itself.
 4. One pipelined ``HDEL`` of the journal entry and ``DEL`` of the guards.
 
 A crash or error after step 1 leaves the journal entry: ``recover`` replays
@@ -37,29 +39,43 @@ the rollup TTL, which only matters if a journal entry is not replayed for that l
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Collection, Iterator, Sequence
+from itertools import chain
 from typing import Any, Final
 
 import orjson
 
+from event_meter._keys import esc_many
 from event_meter.stores.base import BatchDelta, Fields, RollupFile
 from event_meter.stores.file._journal import decode, encode
-from event_meter.stores.redis._client import mapping
+from event_meter.stores.redis._client import mapping, text
 from event_meter.stores.redis._names import ReportKeys
 from event_meter.stores.redis._scripts import LuaScript, run_pipeline
 
-__all__ = ["CHUNK_ARGS", "CHUNK_KEYS", "apply_delta", "chunks", "recover_journal"]
+__all__ = [
+    "CHUNK_ARGS",
+    "CHUNK_KEYS",
+    "MARKERS_PER_CALL",
+    "apply_delta",
+    "chunks",
+    "forget_markers",
+    "recover_journal",
+]
 
 log = logging.getLogger("event_meter")
 
 CHUNK_KEYS: Final = 256
 CHUNK_ARGS: Final = 4_096
-MARKER_CHUNK: Final = 500
+MARKERS_PER_CALL: Final = 2_000
 _EXACT: Final = 1 << 53  # Lua numbers (doubles) hold smaller integers exactly
+_INT_ONLY: Final = frozenset((int,))
+_DECIMAL: Final = re.compile(r"-?[0-9]+")
 
 BEGIN: Final = LuaScript("apply_begin")
 CHUNK: Final = LuaScript("apply_chunk")
 MARKERS: Final = LuaScript("apply_markers")
+FORGET: Final = LuaScript("forget_markers")
 
 Chunk = tuple[list[str], bytes]
 """One script call's keys (rollup, state, then index keys) and its JSON argument."""
@@ -115,13 +131,13 @@ def chunks(keys: ReportKeys, delta: BatchDelta, chunking: Chunking | None = None
     So a replay from the journal cuts exactly the chunks of the first try. The
     cut counts one argument per key plus two per field, as releases that sent
     every field as its own argument did, so their journals replay exactly too.
-    Values that are not integers are sent but left out by the script (a stored
+    Values that are neither ints nor decimal text are left out (a stored
     non-integer would be ignored on read).
     """
     rollup = keys.rollup
     rollups: list[_Rollup] = [
         (rollup(file.granularity, file.bucket_id, index_key), file, index_key, fields)
-        for file, values in delta.rollups.items()
+        for file, values in _storable(delta.rollups).items()
         for index_key, fields in values.items()
         if fields
     ]
@@ -155,16 +171,17 @@ def _chunk(keys: ReportKeys, rollups: list[_Rollup], states: list[tuple[str, int
     """One chunk: its keys and its JSON argument (see ``lua/apply_chunk.lua``)."""
     names = [item[0] for item in rollups]
     names += [key for key, _ in states]
-    indexes: dict[tuple[str, str], list[str]] = {}
+    indexes: dict[str, list[str]] = {}
     members: dict[RollupFile, list[str]] = {}
     for _, file, index_key, _ in rollups:
-        indexes.setdefault((file.granularity, index_key), []).append(file.bucket_id)
+        if file.granularity == "hour":  # minute buckets are listed by SCAN (rarely read)
+            indexes.setdefault(index_key, []).append(file.bucket_id)
         if file.params:
             members.setdefault(file, []).append(index_key)
     position = len(names) + 3  # Lua's 1-based KEYS: journal, guard, then ``names``
     zsets: list[list[Any]] = []
-    for (granularity, index_key), bucket_ids in indexes.items():
-        names.append(keys.buckets(granularity, index_key))
+    for index_key, bucket_ids in indexes.items():
+        names.append(keys.buckets("hour", index_key))
         zsets.append([position, *bucket_ids])
         position += 1
     sets: list[list[Any]] = []
@@ -182,6 +199,29 @@ def _chunk(keys: ReportKeys, rollups: list[_Rollup], states: list[tuple[str, int
     return names, payload
 
 
+def _storable(rollups: dict[RollupFile, dict[str, Fields]]) -> dict[RollupFile, dict[str, Fields]]:
+    """``rollups`` with only the values worth storing: ints (not bools) and decimal text.
+
+    Anything else (only a corrupt journal or a careless caller holds it) is left out,
+    as a stored non-integer would read as absent. One C-level type scan of every
+    value decides; the rollups of the processor always pass it unchanged.
+    """
+    values = chain.from_iterable(f.values() for keyed in rollups.values() for f in keyed.values())
+    if _INT_ONLY.issuperset(map(type, values)):
+        return rollups
+    return {
+        file: {
+            key: {k: v for k, v in fields.items() if type(v) is int or _is_decimal(v)}
+            for key, fields in keyed.items()
+        }
+        for file, keyed in rollups.items()
+    }
+
+
+def _is_decimal(value: Any) -> bool:
+    return type(value) is str and _DECIMAL.fullmatch(value) is not None
+
+
 def _wide(value: Any) -> Any:
     return str(value) if type(value) is int and not -_EXACT < value < _EXACT else value
 
@@ -191,31 +231,25 @@ def _slices(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[i : i + size]
 
 
-def _begin(client: Any, keys: ReportKeys, batch_id: str, journal: bytes, markers: list[str]) -> Any:
-    """Step 1: asks about the first marker only, unless that one exists."""
+def _begin(client: Any, keys: ReportKeys, batch_id: str, journal: bytes, ids: list[str]) -> Any:
+    """Step 1 (``ids``: escaped entry ids): asks about the first marker only, unless
+    that one exists."""
+    prefix = keys.processed_prefix()
     args = [batch_id, journal]
-    status = BEGIN(client, [keys.journal(), *markers[:1]], args)
-    if status == 0 and len(markers) > 1:
-        status = BEGIN(client, [keys.journal(), *markers], args)
+    status = BEGIN(client, [keys.journal(), *(prefix + i for i in ids[:1])], args)
+    if status == 0 and len(ids) > 1:
+        status = BEGIN(client, [keys.journal(), *(prefix + i for i in ids)], args)
     return status
 
 
 def apply_delta(
-    client: Any,
-    keys: ReportKeys,
-    delta: BatchDelta,
-    now_ms: int,
-    iso: str,
-    ttl_ms: int,
-    markers: list[str] | None = None,
+    client: Any, keys: ReportKeys, delta: BatchDelta, now_ms: int, iso: str, ttl_ms: int
 ) -> None:
-    """Steps 1-4 of the module docstring. ``markers``: the marker keys of
-    ``dict.fromkeys(delta.entry_ids)`` when the caller built them already."""
+    """Steps 1-4 of the module docstring."""
     chunking = current_chunking()
     journal = _journal_entry(delta, now_ms, chunking)
-    if markers is None:
-        markers = [keys.processed(i) for i in dict.fromkeys(delta.entry_ids)]
-    status = _begin(client, keys, delta.batch_id, journal, markers)
+    ids = esc_many(list(dict.fromkeys(delta.entry_ids)))
+    status = _begin(client, keys, delta.batch_id, journal, ids)
     if status == 0:
         return
     if status == 2:  # a retry of a journaled batch: finish what the journal says
@@ -223,8 +257,8 @@ def apply_delta(
         if stored is None:
             return  # a concurrent replayer finished it in between
         delta, chunking = _load_entry(stored)
-        markers = [keys.processed(i) for i in dict.fromkeys(delta.entry_ids)]
-    replay(client, keys, delta, iso, ttl_ms, markers, chunking)
+        ids = esc_many(list(dict.fromkeys(delta.entry_ids)))
+    replay(client, keys, delta, iso, ttl_ms, ids, chunking)
 
 
 def replay(
@@ -233,11 +267,11 @@ def replay(
     delta: BatchDelta,
     iso: str,
     ttl_ms: int,
-    markers: list[str] | None = None,
+    ids: list[str] | None = None,
     chunking: Chunking | None = None,
 ) -> None:
-    """Steps 2-4; each is idempotent, so replays may overlap. ``markers``: the
-    marker keys of ``delta.entry_ids`` when the caller built them already."""
+    """Steps 2-4; each is idempotent, so replays may overlap. ``ids``: the escaped
+    entry ids of ``delta`` when the caller has them already."""
     journal, batch = keys.journal(), delta.batch_id
     parts = chunks(keys, delta, chunking)
     if parts:
@@ -248,26 +282,56 @@ def replay(
                 for n, (names, payload) in enumerate(parts)
             ],
         )
-    if markers is None:
-        markers = [keys.processed(i) for i in dict.fromkeys(delta.entry_ids)]
-    if markers:
+    if ids is None:
+        ids = esc_many(list(dict.fromkeys(delta.entry_ids)))
+    if ids:
+        prefix = keys.processed_prefix()
         run_pipeline(
             client,
             [
-                (MARKERS, [journal, *part], [batch, ttl_ms, iso])
-                for part in _slices(markers, MARKER_CHUNK)
+                (MARKERS, [journal], [batch, ttl_ms, iso, prefix, "\n".join(part)])
+                for part in _slices(ids, MARKERS_PER_CALL)
             ],
         )
     pipe = client.pipeline(transaction=False)
     pipe.hdel(journal, batch)
-    for part in _slices([keys.guard(batch, n) for n in range(len(parts))], MARKER_CHUNK):
+    for part in _slices([keys.guard(batch, n) for n in range(len(parts))], MARKERS_PER_CALL):
         pipe.execute_command("DEL", *part)  # raw: see ``_commands``
     pipe.execute()
 
 
-def recover_journal(client: Any, keys: ReportKeys, iso: str, ttl_ms: int) -> int:
-    """Replay every journaled apply of the report; the number replayed."""
-    pending = mapping(client.hgetall(keys.journal()))
+def forget_markers(client: Any, keys: ReportKeys, entry_ids: Sequence[str]) -> None:
+    """Delete the markers of ``entry_ids`` (idempotent), ``MARKERS_PER_CALL`` per call."""
+    ids = esc_many(list(dict.fromkeys(entry_ids)))
+    if ids:
+        prefix = keys.processed_prefix()
+        run_pipeline(
+            client,
+            [
+                (FORGET, [keys.journal()], [prefix, "\n".join(part)])
+                for part in _slices(ids, MARKERS_PER_CALL)
+            ],
+        )
+
+
+def recover_journal(
+    client: Any, keys: ReportKeys, iso: str, ttl_ms: int, running: Collection[str] = ()
+) -> int:
+    """Replay every journaled apply of the report but ``running``; the number replayed.
+
+    ``HGETALL`` when nothing runs here; else ``HKEYS`` and ``HMGET`` of the others, so
+    the entry of the batch being applied is not sent back on every read.
+    """
+    journal = keys.journal()
+    if not running:
+        pending = mapping(client.hgetall(journal))
+    else:
+        names = (text(name) or "" for name in client.hkeys(journal))
+        others = [name for name in names if name not in running]
+        values = client.hmget(journal, others) if others else []
+        pending = {
+            name: value for name, value in zip(others, values, strict=True) if value is not None
+        }
     replayed = 0
     for batch_id in sorted(pending):
         raw = pending[batch_id]

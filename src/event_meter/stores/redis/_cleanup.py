@@ -52,19 +52,21 @@ def old_rollups(client: Any, keys: ReportKeys, before_ms: int) -> list[str]:
 
 
 def unindex(client: Any, keys: ReportKeys, rollup_keys: list[str]) -> None:
-    """Remove deleted rollup keys from their bucket index (``ZREM``) and their bucket's
-    member SET (``SREM``), pipelined; an emptied ZSET or SET is gone."""
+    """Remove deleted rollup keys from their bucket index (``ZREM``, hour buckets: the
+    only ones indexed) and their bucket's member SET (``SREM``), pipelined; an emptied
+    ZSET or SET is gone."""
     prefix = keys.rollup_prefix()
     gone: dict[str, list[str]] = {}
     members: dict[str, list[str]] = {}
     for key in rollup_keys:
         granularity, _, rest = key[len(prefix) :].partition(":")
         bucket_id, _, index_key = rest.partition(":")
-        gone.setdefault(keys.buckets(granularity, index_key), []).append(bucket_id)
+        if granularity == "hour":
+            gone.setdefault(keys.buckets(granularity, index_key), []).append(bucket_id)
         held_by = keys.bucket_keys_of(granularity, bucket_id, index_key)
         if held_by is not None:
             members.setdefault(held_by, []).append(index_key)
-    if gone:
+    if gone or members:
         pipe = client.pipeline(transaction=False)
         for index, bucket_ids in gone.items():
             for i in range(0, len(bucket_ids), BATCH):

@@ -11,10 +11,11 @@ tag ``{esc(name):vN}``); apply is drawn in ``_apply``. In short:
   (started ms; ISO time marked); all three expire ``ttl_ms`` after their last
   write. Stored values that are not plain decimal integers read as absent.
 - **Reads**: pipelined ``HGETALL`` / ``MGET`` (one round trip); ``scan_rollups``
-  and ``bucket_index_keys`` read the indexes apply keeps (a ZSET of bucket ids
-  per granularity and index key, a SET of index keys per bucket and index)
-  instead of scanning the keyspace; ``list_reports`` and cleanup use ``SCAN``
-  with an escaped pattern and parse every key found, so it can never over-match.
+  of hour buckets and ``bucket_index_keys`` read the indexes apply keeps (a ZSET
+  of hour bucket ids per index key, a SET of index keys per bucket and index)
+  instead of scanning the keyspace; minute buckets (which no report lists),
+  ``list_reports`` and cleanup use ``SCAN`` with an escaped pattern and parse
+  every key found, so it can never over-match.
 - **Leases** (report lock ``{ns}:process_lock:{tag}``, cleanup lock
   ``{ns}:process_lock``) come from ``lock.py`` on the lock client.
 - **Cleanup** scans the report's keys and deletes in batches of 500.
@@ -24,7 +25,7 @@ Every ``RedisError``/``OSError`` leaves a public method as ``StorageError``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -43,7 +44,7 @@ from event_meter.stores.redis._client import (
     storage_errors,
     text,
 )
-from event_meter.stores.redis._commands import delete_keys, mget_keys, read_hashes, scan_keys
+from event_meter.stores.redis._commands import mget_keys, read_hashes, scan_keys
 from event_meter.stores.redis._names import (
     ReportKeys,
     bucket_id_ok,
@@ -68,6 +69,8 @@ class RedisRollups(RollupStore):
     ``ttl_ms`` the expiry of rollups, state and markers.
     """
 
+    background_apply = True  # redis-py clients are thread-safe (a connection per call)
+
     def __init__(
         self,
         redis: Any = None,
@@ -80,9 +83,6 @@ class RedisRollups(RollupStore):
             raise ConfigurationError(f"ttl_ms={ttl_ms!r} is invalid: pass a positive int (ms)")
         self._data, self._lock_client = client_sources(redis, lock_redis, url)
         self.ttl_ms = ttl_ms
-        # Marker names of the ids ``processed_ids`` saw last, for ``apply`` and ``forget``
-        # of the same batch (replaced, never mutated: threads may share the store).
-        self._markers: tuple[ReportRef | None, dict[str, str]] = (None, {})
 
     def __repr__(self) -> str:
         return f"RedisRollups(namespace={self.namespace!r})"
@@ -102,13 +102,6 @@ class RedisRollups(RollupStore):
 
     def _client(self) -> Any:
         return self._data.get()
-
-    def _marker_names(self, ref: ReportRef, entry_ids: Iterable[str]) -> list[str]:
-        cached_ref, names = self._markers
-        if cached_ref != ref:
-            return self.keys(ref).processed_many(entry_ids)
-        get, build = names.get, self.keys(ref).processed
-        return [get(entry_id) or build(entry_id) for entry_id in entry_ids]
 
     def _pipe(self) -> Any:
         return self._data.get().pipeline(transaction=False)
@@ -166,33 +159,28 @@ class RedisRollups(RollupStore):
         if not (delta.rollups or delta.state or delta.entry_ids):
             return
         now, iso = self._stamp()
-        markers = self._marker_names(ref, dict.fromkeys(delta.entry_ids))
         with storage_errors("apply"):
-            _apply.apply_delta(
-                self._client(), self.keys(ref), delta, now, iso, self.ttl_ms, markers
-            )
+            _apply.apply_delta(self._client(), self.keys(ref), delta, now, iso, self.ttl_ms)
 
-    def recover(self, ref: ReportRef) -> None:
-        """Finish every journaled apply of this report (one ``HGETALL`` when there is none)."""
+    def recover(self, ref: ReportRef, running: Collection[str] = ()) -> None:
+        """Finish every journaled apply of this report but ``running`` (one ``HGETALL``
+        when there is none)."""
         _, iso = self._stamp()
         with storage_errors("recover"):
-            _apply.recover_journal(self._client(), self.keys(ref), iso, self.ttl_ms)
+            _apply.recover_journal(self._client(), self.keys(ref), iso, self.ttl_ms, running)
 
     # -- markers and state ---------------------------------------------------
 
     def processed_ids(self, ref: ReportRef, entry_ids: Sequence[str]) -> set[str]:
         names = self.keys(ref).processed_many(entry_ids)
-        self._markers = (ref, dict(zip(entry_ids, names, strict=True)))
         with storage_errors("processed_ids"):
             values = mget_keys(self._client(), names)
         return {i for i, value in zip(entry_ids, values, strict=True) if value is not None}
 
     def forget(self, ref: ReportRef, entry_ids: Sequence[str]) -> None:
-        """Delete the markers of ``entry_ids`` (idempotent), in batches of 500."""
-        names = self._marker_names(ref, dict.fromkeys(entry_ids))
-        self._markers = (None, {})
+        """Delete the markers of ``entry_ids`` (idempotent), a script call per 2,000."""
         with storage_errors("forget"):
-            delete_keys(self._client(), names)
+            _apply.forget_markers(self._client(), self.keys(ref), entry_ids)
 
     def read_state(
         self, ref: ReportRef, keys: Iterable[tuple[str, str]]
@@ -237,18 +225,23 @@ class RedisRollups(RollupStore):
         index_key: str,
         limit: int | None,
     ) -> list[tuple[str, Fields]]:
-        """The buckets of the report's bucket index ``{granularity}:{index key}``, oldest first.
-
-        Indexed buckets whose hash is gone (expired or cleaned up) are skipped.
+        """The retained buckets of one index key, oldest first: hour buckets from the
+        bucket index apply keeps (``{granularity}:{index key}`` ZSET), minute buckets
+        (which no report lists) from a ``SCAN``. Indexed buckets whose hash is gone
+        (expired or cleaned up) are skipped.
         """
         keys = self.keys(ref)
         with storage_errors("scan_rollups"):
-            members = self._client().zrange(keys.buckets(granularity, index_key), 0, -1)
-            buckets = sorted(
-                bucket_id
-                for bucket_id in (text(member) or "" for member in members)
-                if bucket_id_ok(bucket_id, granularity)
-            )
+            if granularity == "hour":
+                members = self._client().zrange(keys.buckets(granularity, index_key), 0, -1)
+                found_ids = (text(member) or "" for member in members)
+            else:
+                prefix, suffix = keys.rollup_prefix(granularity), f":{index_key}"
+                found_ids = (
+                    key[len(prefix) : len(key) - len(suffix)]
+                    for key in scan_keys(self._client(), keys.pattern(prefix, suffix))
+                )
+            buckets = sorted({b for b in found_ids if bucket_id_ok(b, granularity)})
             found: list[tuple[str, Fields]] = []
             for start in range(0, len(buckets), 10_000):
                 page = buckets[start : start + 10_000]

@@ -73,6 +73,8 @@ class RedisStream(StreamStore):
     returns.
     """
 
+    overlapping_batches = True  # claims are kept per process: a read skips claimed rows
+
     def __init__(
         self,
         redis: Any = None,

@@ -8,7 +8,7 @@
 --    [[KEYS position of a ZSET, bucket id, ...], ...],
 --    [[KEYS position of a SET, index key, ...], ...]]
 -- where fields is an object field -> integer delta (decimal text when it does not fit
--- 53 bits; any other value is left out). A field named "*_min" keeps the minimum,
+-- 53 bits; the caller sends nothing else). A field named "*_min" keeps the minimum,
 -- "*_max" the maximum, any other adds.
 -- Returns 1 when applied, 0 when this chunk was applied before, -1 when the batch is
 -- no longer journaled (another replayer finished it).
@@ -82,26 +82,22 @@ for i = 1, #rollups do
   if call('EXISTS', key) == 0 then -- a new hash (the common case): the fields as sent
     local args, n = {}, 0
     for field, value in pairs(rollups[i]) do
-      if (type(value) == 'number' and value % 1 == 0) or decimal(value) then
-        args[n + 1], args[n + 2] = field, value
-        n = n + 2
-        if n == SLICE then
-          call('HSET', key, unpack(args, 1, n))
-          n = 0
-        end
+      args[n + 1], args[n + 2] = field, value
+      n = n + 2
+      if n == SLICE then
+        call('HSET', key, unpack(args, 1, n))
+        n = 0
       end
     end
     if n > 0 then call('HSET', key, unpack(args, 1, n)) end
   else
     local names, values, n = {}, {}, 0
     for field, value in pairs(rollups[i]) do
-      if (type(value) == 'number' and value % 1 == 0) or decimal(value) then
-        n = n + 1
-        names[n], values[n] = field, value
-        if n == SLICE then
-          merge(key, names, values, n)
-          n = 0
-        end
+      n = n + 1
+      names[n], values[n] = field, value
+      if n == SLICE then
+        merge(key, names, values, n)
+        n = 0
       end
     end
     if n > 0 then merge(key, names, values, n) end
