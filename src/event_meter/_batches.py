@@ -177,6 +177,7 @@ class BatchSteps:
         if aggregator.interval_params and events:
             self._load_state(aggregator.state_keys(rows), running)
         delta = aggregator.build(events, state, batch_id_of(entry_ids), entry_ids, rows, overflow)
+        rollups.prepare_apply(ref, delta)
         return Prepared(batch, read_ids, len(todo), malformed, delta)
 
     def apply(self, prepared: Prepared) -> None:

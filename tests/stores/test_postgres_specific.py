@@ -843,3 +843,29 @@ def test_non_postgres_url_error_does_not_echo_the_url() -> None:
         source_for("mysql://admin:s3cret@db/app")
     assert "s3cret" not in str(caught.value)
     assert "'mysql'" in str(caught.value)
+
+
+def test_apply_sends_what_prepare_apply_encoded(
+    store: PostgresRollups, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from event_meter.stores.postgres import _apply
+
+    ref = ReportRef("ns", NAME, 1)
+    applied = BatchDelta(
+        "c" * 64,
+        ["f.jsonl:1"],
+        {RollupFile("minute", "202605061015", ()): {"all": {"count": 1}}},
+        {("customer_id", "7"): 1_778_062_500_000},
+    )
+    store.prepare_apply(ref, applied)
+
+    def encode_again(*args: Any) -> Any:
+        raise AssertionError("apply encoded the delta again")
+
+    monkeypatch.setattr(_apply, "encode_apply", encode_again)
+    store.apply(ref, applied)
+    assert store.read_rollups(ref, "minute", (), "all", ["202605061015"]) == [{"count": 1}]
+    assert store.read_state(ref, [("customer_id", "7")]) == {
+        ("customer_id", "7"): 1_778_062_500_000
+    }
+    assert store.processed_ids(ref, ["f.jsonl:1"]) == {"f.jsonl:1"}

@@ -138,6 +138,23 @@ def test_rollup_keys_share_the_report_hash_tag(
     )
 
 
+def test_apply_sends_what_prepare_apply_encoded(
+    rollups: RedisRollups, ref: ReportRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied = BatchDelta(
+        "c" * 64, ["f.jsonl:1"], {RollupFile("minute", "202605061015", ()): {"all": fields(1)}}
+    )
+    rollups.prepare_apply(ref, applied)
+
+    def encode_again(*args: Any) -> Any:
+        raise AssertionError("apply encoded the delta again")
+
+    monkeypatch.setattr(_apply, "encode_apply", encode_again)
+    rollups.apply(ref, applied)
+    assert rollups.read_rollups(ref, "minute", (), "all", ["202605061015"]) == [fields(1)]
+    assert rollups.processed_ids(ref, ["f.jsonl:1"]) == {"f.jsonl:1"}
+
+
 def test_every_key_of_one_report_hashes_to_one_cluster_slot(ref: ReportRef) -> None:
     from redis.crc import key_slot
 

@@ -298,6 +298,38 @@ def test_keys_of_one_bucket_merge_independently(rollup_store: RollupStore, ref: 
     ) == [fields(4)]
 
 
+def test_prepare_apply_then_apply_is_apply(rollup_store: RollupStore, ref: ReportRef) -> None:
+    """What a store encodes ahead is what it writes; a delta prepared for one report
+    and applied to another is written from scratch for the other."""
+    other = ReportRef(ref.namespace, NAME, 2)
+    prepared = delta(
+        {minute("1015"): {"all": fields(2, duration_ms_max=9)}, hour("10"): {"all": fields(2)}},
+        {("customer_id", "42"): ms(10, 15)},
+    )
+    rollup_store.prepare_apply(ref, prepared)
+    rollup_store.apply(ref, prepared)
+    moved = delta({minute("1016"): {"all": fields(3)}}, {("customer_id", "7"): ms(10, 16)})
+    rollup_store.prepare_apply(ref, moved)
+    rollup_store.apply(other, moved)
+    assert rollup_store.read_rollups(
+        ref, "minute", (), "all", ["202605061015", "202605061016"]
+    ) == [
+        fields(2, duration_ms_max=9),
+        None,
+    ]
+    assert rollup_store.read_rollups(ref, "hour", (), "all", ["2026050610"]) == [fields(2)]
+    assert rollup_store.read_rollups(other, "minute", (), "all", ["202605061016"]) == [fields(3)]
+    assert rollup_store.read_state(ref, [("customer_id", "42"), ("customer_id", "7")]) == {
+        ("customer_id", "42"): ms(10, 15)
+    }
+    assert rollup_store.read_state(other, [("customer_id", "7")]) == {
+        ("customer_id", "7"): ms(10, 16)
+    }
+    assert rollup_store.processed_ids(ref, prepared.entry_ids) == set(prepared.entry_ids)
+    assert rollup_store.processed_ids(other, moved.entry_ids) == set(moved.entry_ids)
+    assert rollup_store.processed_ids(ref, moved.entry_ids) == set()
+
+
 def test_a_stored_number_that_is_not_a_decimal_integer_reads_as_absent(
     rollup_store: RollupStore, ref: ReportRef
 ) -> None:

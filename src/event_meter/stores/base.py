@@ -98,12 +98,15 @@ class BatchDelta:
     - ``batch_id``: SHA-256 hex of the sorted entry ids; backends that cannot
       apply atomically record it wherever they wrote, so a retry of the same
       delta applies only what is missing.
+    - ``encoded``: what a store's ``prepare_apply`` computed ahead of ``apply``
+      (keyed by store; never compared).
     """
 
     batch_id: str
     entry_ids: list[str]
     rollups: dict[RollupFile, dict[str, Fields]] = field(default_factory=dict)
     state: dict[tuple[str, str], int] = field(default_factory=dict)
+    encoded: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Lease(Protocol):
@@ -239,6 +242,12 @@ class RollupStore(_Bindable, ABC):
 
     @abstractmethod
     def processed_ids(self, ref: ReportRef, entry_ids: Sequence[str]) -> set[str]: ...
+
+    def prepare_apply(self, ref: ReportRef, delta: BatchDelta) -> None:
+        """Called in the processing thread once ``delta`` is built, before ``apply``
+        (which may run in a worker thread): a store may encode what ``apply`` will send
+        into ``delta.encoded`` here, beside the server's work on the batch before."""
+        return
 
     @abstractmethod
     def apply(self, ref: ReportRef, delta: BatchDelta) -> None: ...

@@ -16,6 +16,7 @@ The caller runs this inside its transaction: all of it commits or none.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,17 +26,42 @@ from event_meter.stores.postgres import _rows
 from event_meter.stores.postgres._driver import import_psycopg
 from event_meter.stores.postgres._queries import Queries, report_params
 
-__all__ = ["apply_delta"]
+__all__ = ["Encoded", "apply_delta", "encode_apply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """The parameters of one apply, encoded ahead (``PostgresRollups.prepare_apply``)."""
+
+    ref: ReportRef
+    rows: str | None
+    state: str | None
+
+
+def encode_apply(ref: ReportRef, delta: BatchDelta) -> Encoded:
+    return Encoded(
+        ref,
+        _rows.rollup_rows(ref, delta) if delta.rollups else None,
+        _rows.state_object(ref, delta.state) if delta.state else None,
+    )
 
 
 def apply_delta(
-    conn: Any, queries: Queries, ref: ReportRef, delta: BatchDelta, created_at: datetime
+    conn: Any,
+    queries: Queries,
+    ref: ReportRef,
+    delta: BatchDelta,
+    created_at: datetime,
+    encoded: Encoded | None = None,
 ) -> None:
-    """Write ``delta`` on ``conn``, which must be inside a transaction."""
-    if delta.rollups:
-        conn.execute(queries.apply_rollups, {"rows": _rows.rollup_rows(ref, delta)})
-    if delta.state:
-        conn.execute(queries.apply_state, {"state": _rows.state_object(ref, delta.state)})
+    """Write ``delta`` on ``conn``, which must be inside a transaction; ``encoded``:
+    ``encode_apply`` of the same ``ref`` and ``delta``, when made ahead."""
+    if encoded is None or encoded.ref != ref:
+        encoded = encode_apply(ref, delta)
+    if encoded.rows is not None:
+        conn.execute(queries.apply_rollups, {"rows": encoded.rows})
+    if encoded.state is not None:
+        conn.execute(queries.apply_state, {"state": encoded.state})
     if delta.entry_ids:
         mark_processed(conn, queries, ref, delta.entry_ids, created_at)
 

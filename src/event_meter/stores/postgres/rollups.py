@@ -38,7 +38,7 @@ from event_meter.stores._definitions import definition_doc, reports_of_keys
 from event_meter.stores.base import BatchDelta, Fields, Lease, RollupStore
 from event_meter.stores.postgres import _queries as q
 from event_meter.stores.postgres import _rows
-from event_meter.stores.postgres._apply import apply_delta
+from event_meter.stores.postgres._apply import Encoded, apply_delta, encode_apply
 from event_meter.stores.postgres._driver import storage_errors
 from event_meter.stores.postgres.adapters import choose_source, split_url
 from event_meter.stores.postgres.lock import LeaseConnection, try_lease
@@ -163,8 +163,21 @@ class PostgresRollups(RollupStore):
         if not (delta.rollups or delta.state or delta.entry_ids):
             return
         created_at = ms_to_datetime(now_ms(self.clock))
+        encoded = delta.encoded.get("postgres")
         with self._transaction("apply") as conn:
-            apply_delta(conn, self._q, ref, delta, created_at)
+            apply_delta(
+                conn,
+                self._q,
+                ref,
+                delta,
+                created_at,
+                encoded if isinstance(encoded, Encoded) else None,
+            )
+
+    def prepare_apply(self, ref: ReportRef, delta: BatchDelta) -> None:
+        """Encode the rollup rows and the state of ``delta`` ahead of ``apply`` (in the
+        processing thread, while the previous batch's transaction runs)."""
+        delta.encoded["postgres"] = encode_apply(ref, delta)
 
     def processed_ids(self, ref: ReportRef, entry_ids: Sequence[str]) -> set[str]:
         if not entry_ids:

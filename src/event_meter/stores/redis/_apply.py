@@ -41,12 +41,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Final
 
 import orjson
 
-from event_meter._keys import esc_many
+from event_meter._keys import ReportRef, esc_many
 from event_meter.stores.base import BatchDelta, Fields, RollupFile
 from event_meter.stores.file._journal import decode, encode
 from event_meter.stores.redis._client import mapping, text
@@ -242,14 +243,43 @@ def _begin(client: Any, keys: ReportKeys, batch_id: str, journal: bytes, ids: li
     return status
 
 
-def apply_delta(
-    client: Any, keys: ReportKeys, delta: BatchDelta, now_ms: int, iso: str, ttl_ms: int
-) -> None:
-    """Steps 1-4 of the module docstring."""
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """What one apply sends, encoded ahead (``RedisRollups.prepare_apply``)."""
+
+    ref: ReportRef
+    journal: bytes
+    ids: list[str]
+    parts: list[Chunk]
+    chunking: Chunking
+
+
+def encode_apply(keys: ReportKeys, delta: BatchDelta, now_ms: int) -> Encoded:
     chunking = current_chunking()
-    journal = _journal_entry(delta, now_ms, chunking)
-    ids = esc_many(list(dict.fromkeys(delta.entry_ids)))
-    status = _begin(client, keys, delta.batch_id, journal, ids)
+    return Encoded(
+        keys.ref,
+        _journal_entry(delta, now_ms, chunking),
+        esc_many(list(dict.fromkeys(delta.entry_ids))),
+        chunks(keys, delta, chunking),
+        chunking,
+    )
+
+
+def apply_delta(
+    client: Any,
+    keys: ReportKeys,
+    delta: BatchDelta,
+    now_ms: int,
+    iso: str,
+    ttl_ms: int,
+    encoded: Encoded | None = None,
+) -> None:
+    """Steps 1-4 of the module docstring; ``encoded``: ``encode_apply`` of the same
+    ``keys`` and ``delta``, when the caller made it ahead."""
+    if encoded is None:
+        encoded = encode_apply(keys, delta, now_ms)
+    chunking, ids = encoded.chunking, encoded.ids
+    status = _begin(client, keys, delta.batch_id, encoded.journal, ids)
     if status == 0:
         return
     if status == 2:  # a retry of a journaled batch: finish what the journal says
@@ -257,8 +287,9 @@ def apply_delta(
         if stored is None:
             return  # a concurrent replayer finished it in between
         delta, chunking = _load_entry(stored)
-        ids = esc_many(list(dict.fromkeys(delta.entry_ids)))
-    replay(client, keys, delta, iso, ttl_ms, ids, chunking)
+        replay(client, keys, delta, iso, ttl_ms, chunking=chunking)
+        return
+    replay(client, keys, delta, iso, ttl_ms, ids, chunking, encoded.parts)
 
 
 def replay(
@@ -269,11 +300,13 @@ def replay(
     ttl_ms: int,
     ids: list[str] | None = None,
     chunking: Chunking | None = None,
+    parts: list[Chunk] | None = None,
 ) -> None:
-    """Steps 2-4; each is idempotent, so replays may overlap. ``ids``: the escaped
-    entry ids of ``delta`` when the caller has them already."""
+    """Steps 2-4; each is idempotent, so replays may overlap. ``ids`` and ``parts``:
+    the escaped entry ids and the chunks of ``delta`` when the caller has them."""
     journal, batch = keys.journal(), delta.batch_id
-    parts = chunks(keys, delta, chunking)
+    if parts is None:
+        parts = chunks(keys, delta, chunking)
     if parts:
         run_pipeline(
             client,

@@ -159,8 +159,19 @@ class RedisRollups(RollupStore):
         if not (delta.rollups or delta.state or delta.entry_ids):
             return
         now, iso = self._stamp()
+        encoded = delta.encoded.get("redis")
+        if not (isinstance(encoded, _apply.Encoded) and encoded.ref == ref):
+            encoded = None
         with storage_errors("apply"):
-            _apply.apply_delta(self._client(), self.keys(ref), delta, now, iso, self.ttl_ms)
+            _apply.apply_delta(
+                self._client(), self.keys(ref), delta, now, iso, self.ttl_ms, encoded
+            )
+
+    def prepare_apply(self, ref: ReportRef, delta: BatchDelta) -> None:
+        """Encode the journal entry, marker ids and chunks of ``delta`` ahead of ``apply``
+        (in the processing thread, while the previous batch's scripts run)."""
+        if delta.rollups or delta.state or delta.entry_ids:
+            delta.encoded["redis"] = _apply.encode_apply(self.keys(ref), delta, self._stamp()[0])
 
     def recover(self, ref: ReportRef, running: Collection[str] = ()) -> None:
         """Finish every journaled apply of this report but ``running`` (one ``HGETALL``
