@@ -501,6 +501,23 @@ def test_releasing_both_batches_gives_every_row_back(
     assert [e.payload["n"] for e in again.entries] == [1, 2, 3, 4, 5]
 
 
+def test_deleting_a_continuation_while_rows_before_it_are_pending_refuses_and_keeps_all(
+    make_store: MakeStore, dirs: StreamDirs, fake_clock: FakeClock
+) -> None:
+    """Out of read order (the processor never does this): the file cannot say "rows 3-4
+    pending, 5 deleted", so the delete fails and keeps every row; nothing is lost."""
+    _five_rows(make_store, fake_clock)
+    store = make_store()
+    first, second, third = (store.read(NAME, 2) for _ in range(3))
+    store.release(second)
+    with pytest.raises(StorageError, match="still pending"):
+        store.delete(third)
+    store.release(third)
+    store.delete(first)
+    again = make_store().read(NAME, 10)
+    assert [e.payload["n"] for e in again.entries] == [3, 4, 5]
+
+
 def test_a_continuation_waiting_for_an_incomplete_line_leaves_the_file_alone(
     store: FileStream, dirs: StreamDirs, fake_clock: FakeClock
 ) -> None:

@@ -708,6 +708,25 @@ def test_marker_keys_of_a_whole_batch_escape_each_id_like_esc(ref: ReportRef) ->
 # -- the stream ------------------------------------------------------------------------------------
 
 
+def test_stream_rows_released_between_held_batches_are_read_again_at_once(
+    redis_server: RedisServer, namespace: str, client: redis.Redis
+) -> None:
+    """A read while batches are held starts after them, until one is released."""
+    store = RedisStream(url=redis_server.url)
+    store.bind(namespace=namespace, clock=FakeClock())
+    for i in range(9):
+        store.append(NAME, {"i": i})
+    first, second, third = (store.read(NAME, 3) for _ in range(3))
+    assert [e.payload["i"] for e in third.entries] == [6, 7, 8]
+    store.release(second)
+    again = store.read(NAME, 100)
+    assert [e.payload["i"] for e in again.entries] == [3, 4, 5]
+    for batch in (first, third, again):
+        store.delete(batch)
+    assert store.pending(NAME) == 0
+    store.close()
+
+
 def test_stream_reads_honour_read_limit_and_use_redis_ids(
     redis_server: RedisServer, namespace: str, client: redis.Redis
 ) -> None:

@@ -174,6 +174,32 @@ def test_a_partial_batch_claims_its_rows_and_other_reads_get_only_other_rows(
     assert payloads(drain(stream_store, name)) == written
 
 
+def test_overlapping_batches_read_on_in_order_and_give_back_what_is_released(
+    stream_store: StreamStore, clock: FakeClock, name: str
+) -> None:
+    """Stores with ``overlapping_batches``: reads while earlier batches are held return
+    the rows after them; batches settled in read order (as the processor does) delete
+    and give back exactly their rows."""
+    if not stream_store.overlapping_batches:
+        pytest.skip("this store reads one batch at a time")
+    written = append_all(stream_store, name, 9)
+    settle(clock)
+    first = stream_store.read(name, 3)
+    second = stream_store.read(name, 3)
+    third = stream_store.read(name, 3)
+    held = [first, second, third]
+    assert [payloads(batch.entries) for batch in held] == [written[:3], written[3:6], written[6:]]
+    late = append_all(stream_store, name, 2, first=20)  # appended while batches are held
+    settle(clock)
+    fourth = stream_store.read(name, 100)
+    assert payloads(fourth.entries) == late
+    stream_store.delete(first)
+    stream_store.release(second)
+    stream_store.release(third)
+    stream_store.delete(fourth)
+    assert payloads(drain(stream_store, name)) == written[3:]
+
+
 def test_release_makes_the_rows_readable_again_with_the_same_ids(
     stream_store: StreamStore, clock: FakeClock, name: str
 ) -> None:

@@ -164,10 +164,11 @@ class StreamStore(_Bindable, ABC):
       it never blocks the queue and the rows are deleted with the batch.
     - ``try_read_lock`` returns ``NULL_LEASE`` when the store needs no read lock,
       ``None`` when another processor holds it.
-    - ``overlapping_batches``: True when ``read`` may be called again while an
-      earlier batch of the same name is still claimed, returning the rows after
-      it in stream order (the processor then deletes or releases the batches in
-      the order they were read). False makes the processor read, apply and
+    - ``overlapping_batches``: True when ``read`` may be called again while
+      earlier batches of the same name are still claimed, returning the rows
+      after theirs in stream order. Rows given back by ``release`` come back at
+      the latest once the batches read around them are done too (a file stream
+      holds one claim per file). False makes the processor read, apply and
       delete one batch at a time.
     """
 

@@ -115,21 +115,30 @@ def claim_file(dirs: StreamDirs, file: str, in_processing: bool) -> Claim | None
             os.close(fd)
             return None
         claim = Claim(file, fd, fresh=moved)
-        offset_path = dirs.offset_path(file)
-        try:
-            progress = read_json(offset_path)
-            if progress is not None:
-                if not isinstance(progress, dict):
-                    raise TypeError(f"expected an object, got {progress!r}")
-                claim.start = claim.end = int(progress["offset"])
-                claim.start_line = claim.end_line = int(progress["line"])
-        except (ValueError, KeyError, TypeError) as exc:
-            # Reading from 0 instead would count deleted rows again: stop loudly.
-            raise StorageError(f"file stream offset {offset_path} is corrupt: {exc!r}") from exc
+        claim.start = claim.end = saved_offset(dirs, file, claim)
     except BaseException:
         os.close(fd)
         raise
     return claim
+
+
+def saved_offset(dirs: StreamDirs, file: str, claim: Claim | None = None) -> int:
+    """Where the rows of ``file`` not yet deleted start (0 without an ``.offset``); the
+    line number goes to ``claim`` when given. A corrupt offset stops loudly: reading
+    from 0 instead would count deleted rows again."""
+    offset_path = dirs.offset_path(file)
+    try:
+        progress = read_json(offset_path)
+        if progress is None:
+            return 0
+        if not isinstance(progress, dict):
+            raise TypeError(f"expected an object, got {progress!r}")
+        offset = int(progress["offset"])
+        if claim is not None:
+            claim.start_line = claim.end_line = int(progress["line"])
+        return offset
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"file stream offset {offset_path} is corrupt: {exc!r}") from exc
 
 
 def decode_line(raw: bytes) -> Any:
@@ -204,6 +213,14 @@ def finish_claim(dirs: StreamDirs, claim: Claim) -> None:
     """
     path = dirs.processing / claim.file
     offset = dirs.offset_path(claim.file)
+    if claim.start and saved_offset(dirs, claim.file) != claim.start:
+        # A batch read after others of this file, deleted while rows before it are
+        # still pending (given back, or held): neither removing the file nor saving
+        # this end may drop them. The rows stay; the caller keeps their markers.
+        raise StorageError(
+            f"file stream: rows of {path} before line {claim.start_line + 1} are still "
+            "pending; delete or release the batches read before this one first"
+        )
     if claim.eof:
         try:
             size = os.stat(path).st_size

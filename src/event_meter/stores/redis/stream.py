@@ -94,6 +94,9 @@ class RedisStream(StreamStore):
         self._keys: dict[str, str] = {}
         self._read_lock = threading.Lock()
         self._claimed: dict[str, set[str]] = {}
+        # Per name: the last id read while every row up to it is claimed here or gone,
+        # so a read while earlier batches are held starts after them.
+        self._after: dict[str, str] = {}
         self._claims_pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -107,7 +110,7 @@ class RedisStream(StreamStore):
     def close(self) -> None:
         """Close the clients this store created; drop its claims."""
         with self._read_lock:
-            self._claimed = {}
+            self._claimed, self._after = {}, {}
         self._data.close()
         self._lock_client.close()
 
@@ -143,7 +146,7 @@ class RedisStream(StreamStore):
     def _claims(self, name: str) -> set[str]:
         """This process's claimed ids of ``name`` (a forked child starts with none)."""
         if self._claims_pid != os.getpid():
-            self._claimed, self._claims_pid = {}, os.getpid()
+            self._claimed, self._after, self._claims_pid = {}, {}, os.getpid()
         return self._claimed.setdefault(name, set())
 
     def read(self, name: str, limit: int) -> StreamBatch:
@@ -153,11 +156,13 @@ class RedisStream(StreamStore):
         with storage_errors("read"), self._read_lock:
             client = self._data.get()
             claimed = self._claims(name)
+            after = self._after.get(name) if claimed else None
             entries: list[Entry] = []
             claim = _Claim([])
-            start = "-"
+            start = "-" if after is None else f"({after}"
+            skip = len(claimed) if after is None else 0  # claimed rows the range may hold
             while len(entries) < count:
-                page_size = count - len(entries) + len(claimed)
+                page_size = count - len(entries) + skip
                 page = client.xrange(key, start, "+", count=page_size)
                 for row_id, fields in page:
                     entry_id = text(row_id) or ""
@@ -171,6 +176,8 @@ class RedisStream(StreamStore):
                 start = f"({text(page[-1][0])}"
             claim.ids = [entry.id for entry in entries]
             claimed.update(claim.ids)
+            if claim.ids:
+                self._after[name] = claim.ids[-1]
         return StreamBatch(name, entries, handle=claim)
 
     @staticmethod
@@ -187,13 +194,15 @@ class RedisStream(StreamStore):
         except orjson.JSONDecodeError as exc:
             return Entry(entry_id, Undecodable(raw, f"payload is not JSON: {exc}"))
 
-    def _unclaim(self, batch: StreamBatch) -> list[str]:
+    def _unclaim(self, batch: StreamBatch, *, deleted: bool) -> list[str]:
         claim = batch.handle
         batch.handle = None
         if not isinstance(claim, _Claim):
             return []
         with self._read_lock:
             self._claims(batch.name).difference_update(claim.ids)
+            if not deleted:  # its rows are readable again: the next read starts over
+                self._after.pop(batch.name, None)
         return claim.ids
 
     def delete(self, batch: StreamBatch) -> None:
@@ -207,11 +216,11 @@ class RedisStream(StreamStore):
                 for i in range(0, len(ids), DELETE_CHUNK):
                     pipe.xdel(key, *ids[i : i + DELETE_CHUNK])
                 pipe.execute()
-        self._unclaim(batch)
+        self._unclaim(batch, deleted=True)
 
     def release(self, batch: StreamBatch) -> None:
         """Give the rows back for a later read; nothing changes in Redis."""
-        self._unclaim(batch)
+        self._unclaim(batch, deleted=False)
 
     def quarantine(self, batch: StreamBatch, malformed: Sequence[tuple[Entry, str]]) -> None:
         """Keep malformed rows in the capped quarantine list; logs instead of raising."""
