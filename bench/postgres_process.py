@@ -5,7 +5,9 @@ a fake clock through 60 minutes, 1,000 customers, 5 providers, 3 queues); then
 a fresh child times ``process_pending`` of the SPEC section 1 report from
 ``FileStream`` into ``PostgresRollups`` (default batch of 10,000 rows: one
 transaction per batch: ``INSERT ... SELECT ... ON CONFLICT`` of the rollups
-bound as one jsonb parameter, the state upsert, a COPY of the markers).
+bound as one jsonb parameter, the state upsert, a COPY of the markers). Each
+apply runs in the processor's worker thread while the next batch is read and
+aggregated, so "of which apply" is worker time that overlaps the rest.
 
 Baseline, measured in the same run on the same server: the very rollup rows of
 every batch (captured from our applies) upserted into a second table prefix by
