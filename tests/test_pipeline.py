@@ -209,3 +209,13 @@ def test_a_failed_apply_gives_back_its_batch_and_the_one_read_after_it(
     assert stream.pending(NAME) == 20  # the first batch deleted, the others given back
     assert meter.process_pending(REPORT, batch_size=10).processed == 20
     assert views(meter) == reference_views(30, clock)
+
+
+def test_passes_leave_no_worker_threads_behind(clock: FakeClock) -> None:
+    meter = meter_of(MemoryStream(), MemoryRollups(), clock)
+    before = threading.active_count()
+    for _ in range(50):
+        fill(meter, 12, clock)
+        assert meter.process_pending(REPORT, batch_size=5).processed == 12
+    assert threading.active_count() == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("event-meter-apply")]
