@@ -122,3 +122,22 @@ def timed_process(folder: Path, store: RollupStore, events: int, minutes: int) -
     finally:
         meter.close()
     return TimedPass(seconds, ref, summary_s, apply_s[0], deltas)
+
+
+def print_apply_figures(done: dict[str, Any], events: int, store: str, target: int) -> None:
+    """The figures of one timed pass against its ``executemany`` baseline (``done``:
+    ``process_s``, ``apply_s``, ``baseline_s``, ``rows``), as the SQL benches print them."""
+    print(
+        f"  process_pending:                 {done['process_s']:7.3f} s"
+        f"  {events / done['process_s']:>10,.0f} events/s  (target >= {target:,})"
+    )
+    print(
+        f"    of which {store}.apply: {done['apply_s']:6.3f} s"
+        f"  {done['rows'] / done['apply_s']:>10,.0f} rows/s (rollups + state + markers)"
+    )
+    print(
+        f"  baseline (executemany upsert of the same rollup rows): {done['baseline_s']:7.3f} s"
+        f"  {done['rows'] / done['baseline_s']:>10,.0f} rows/s"
+    )
+    print(f"  ratio apply / baseline:           {done['apply_s'] / done['baseline_s']:6.2f}x")
+    print(f"  ratio process_pending / baseline: {done['process_s'] / done['baseline_s']:6.2f}x")

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from _common import peak_rss_mib, run_child, timed_process
+from _common import peak_rss_mib, print_apply_figures, run_child, timed_process
 from _pg import BenchPostgres
 from event_meter._keys import ReportRef
 from event_meter.stores.base import BatchDelta
@@ -127,25 +127,11 @@ def main() -> None:
     ):
         run_child(str(HERE / "process.py"), ["record", folder, str(events)])
         done = run_child(os.path.abspath(__file__), [folder, str(events), server.dsn])
-    ours_rate = events / done["process_s"]
     print(
         f"FileStream -> PostgresRollups (own server, fsync on): {events:,} events, "
         f"{done['batches']} batches, {done['rows']:,} rollup rows upserted"
     )
-    print(
-        f"  process_pending:                 {done['process_s']:7.3f} s"
-        f"  {ours_rate:>10,.0f} events/s  (target >= {TARGET_EVENTS_PER_SECOND:,})"
-    )
-    print(
-        f"    of which PostgresRollups.apply: {done['apply_s']:6.3f} s"
-        f"  {done['rows'] / done['apply_s']:>10,.0f} rows/s (rollups + state + markers)"
-    )
-    print(
-        f"  baseline (executemany upsert of the same rollup rows): {done['baseline_s']:7.3f} s"
-        f"  {done['rows'] / done['baseline_s']:>10,.0f} rows/s"
-    )
-    print(f"  ratio apply / baseline:           {done['apply_s'] / done['baseline_s']:6.2f}x")
-    print(f"  ratio process_pending / baseline: {done['process_s'] / done['baseline_s']:6.2f}x")
+    print_apply_figures(done, events, "PostgresRollups", TARGET_EVENTS_PER_SECOND)
     print(f"  process child peak RSS: {done['rss_mib']:.1f} MiB")
 
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import peak_rss_mib, run_child, timed_process
+from _common import peak_rss_mib, print_apply_figures, run_child, timed_process
 from event_meter._keys import ReportRef
 from event_meter.stores.base import BatchDelta
 from event_meter.stores.sqlite import SQLiteRollups, _connections
@@ -102,25 +102,11 @@ def process(folder: Path, events: int, database: Path, synchronous: str) -> dict
 
 
 def report(events: int, done: dict[str, Any], synchronous: str) -> None:
-    rate = events / done["process_s"]
     print(
         f"FileStream -> SQLiteRollups (WAL, synchronous={synchronous}): {events:,} events, "
         f"{done['batches']} batches, {done['rows']:,} rollup rows upserted"
     )
-    print(
-        f"  process_pending:                 {done['process_s']:7.3f} s"
-        f"  {rate:>10,.0f} events/s  (target >= {TARGET_EVENTS_PER_SECOND:,})"
-    )
-    print(
-        f"    of which SQLiteRollups.apply:  {done['apply_s']:6.3f} s"
-        f"  {done['rows'] / done['apply_s']:>10,.0f} rows/s (rollups + state + markers)"
-    )
-    print(
-        f"  baseline (executemany upsert of the same rollup rows): {done['baseline_s']:7.3f} s"
-        f"  {done['rows'] / done['baseline_s']:>10,.0f} rows/s"
-    )
-    print(f"  ratio apply / baseline:           {done['apply_s'] / done['baseline_s']:6.2f}x")
-    print(f"  ratio process_pending / baseline: {done['process_s'] / done['baseline_s']:6.2f}x")
+    print_apply_figures(done, events, "SQLiteRollups", TARGET_EVENTS_PER_SECOND)
     print(f"  summary() over every hour bucket: {done['summary_s'] * 1000:6.1f} ms")
     print(
         f"  process child peak RSS: {done['rss_mib']:.1f} MiB; "

@@ -132,6 +132,34 @@ def random_point(rng: random.Random, pairing: Pairing, latest: int = 5) -> Crash
     return crash if crash is step else replace(crash, at=rng.randint(1, latest))
 
 
+def crash_inside_apply(
+    pairing: Pairing,
+    report: Report,
+    crash_at: Callable[[Path], CrashPoint],
+    rolled_back: Callable[[Storage, Path], None],
+    root: Path,
+    clock: FakeClock,
+    namespace: str,
+    *,
+    kill: bool,
+    compete_seed: int | None = None,
+) -> None:
+    """Crash once at ``crash_at(snapshot)`` inside an apply transaction: SIGKILL in a
+    child (``kill``) or an exception here. ``rolled_back(storage, snapshot)`` checks the
+    committed state is the one saved just before; then one processor (or, with
+    ``compete_seed``, three competing ones first) finishes, and the rollups are exact."""
+    snapshot = root / "before-crash.json"
+    with recorded(pairing, root / "data", clock, namespace) as storage:
+        if kill:
+            assert crash_in_child(storage, report, crash_at(snapshot)) == "killed"
+        else:
+            crash_in_process(storage, report, crash_at(snapshot))
+        rolled_back(storage, snapshot)
+        if compete_seed is not None:
+            compete(storage, report, seed=compete_seed)
+        finish_and_check(storage, report)
+
+
 def finish_and_check(storage: Storage, report: Report) -> None:
     """A clean pass drains the stream; rollups equal the truth; a further pass finds nothing."""
     storage.settle()

@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,7 +39,7 @@ from crash.scenarios import (
     REPORTS,
     compete,
     crash_in_child,
-    crash_in_process,
+    crash_inside_apply,
     finish_and_check,
     lose_lease_after_apply,
     recorded,
@@ -209,12 +210,16 @@ def assert_rolled_back(storage: Storage, snapshot: Path) -> None:
 def test_kill_inside_the_apply_transaction_then_retry(
     pairing: Pairing, where: str, tmp_path: Path, clock: FakeClock, namespace: str
 ) -> None:
-    report = interval_report()
-    snapshot = tmp_path / "before-crash.json"
-    with recorded(pairing, tmp_path / "data", clock, namespace) as storage:
-        assert crash_in_child(storage, report, in_apply(where, snapshot)) == "killed"
-        assert_rolled_back(storage, snapshot)
-        finish_and_check(storage, report)
+    crash_inside_apply(
+        pairing,
+        interval_report(),
+        partial(in_apply, where),
+        assert_rolled_back,
+        tmp_path,
+        clock,
+        namespace,
+        kill=True,
+    )
 
 
 @pytest.mark.parametrize("report_kind", sorted(REPORTS))
@@ -227,25 +232,33 @@ def test_kill_inside_the_apply_transaction_then_competing_retries(
     clock: FakeClock,
     namespace: str,
 ) -> None:
-    report = REPORTS[report_kind]()
-    snapshot = tmp_path / "before-crash.json"
-    with recorded(pairing, tmp_path / "data", clock, namespace) as storage:
-        assert crash_in_child(storage, report, in_apply(where, snapshot)) == "killed"
-        assert_rolled_back(storage, snapshot)
-        compete(storage, report, seed=len(where) * 7 + len(report_kind))
-        finish_and_check(storage, report)
+    crash_inside_apply(
+        pairing,
+        REPORTS[report_kind](),
+        partial(in_apply, where),
+        assert_rolled_back,
+        tmp_path,
+        clock,
+        namespace,
+        kill=True,
+        compete_seed=len(where) * 7 + len(report_kind),
+    )
 
 
 @pytest.mark.parametrize("where", WHERE)
 def test_exception_inside_the_apply_transaction_then_retry(
     pairing: Pairing, where: str, tmp_path: Path, clock: FakeClock, namespace: str
 ) -> None:
-    report = interval_report()
-    snapshot = tmp_path / "before-crash.json"
-    with recorded(pairing, tmp_path / "data", clock, namespace) as storage:
-        crash_in_process(storage, report, in_apply(where, snapshot))
-        assert_rolled_back(storage, snapshot)
-        finish_and_check(storage, report)
+    crash_inside_apply(
+        pairing,
+        interval_report(),
+        partial(in_apply, where),
+        assert_rolled_back,
+        tmp_path,
+        clock,
+        namespace,
+        kill=False,
+    )
 
 
 @pytest.mark.parametrize("retry", ["same-processor", "competing"])

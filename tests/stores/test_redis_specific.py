@@ -354,6 +354,19 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_apply, "CHUNK_KEYS", 7)
 
 
+def die_after_chunks(monkeypatch: pytest.MonkeyPatch, sent: int) -> None:
+    """The next chunk pipeline sends its first ``sent`` chunks, then the connection resets
+    (other script pipelines run as usual)."""
+
+    def dies_after(client: Any, calls: Any) -> list[Any]:
+        if calls and calls[0][0] is _apply.CHUNK:
+            run_pipeline(client, calls[:sent])
+            raise redis.exceptions.ConnectionError("connection reset mid-pipeline")
+        return run_pipeline(client, calls)
+
+    monkeypatch.setattr(_apply, "run_pipeline", dies_after)
+
+
 @pytest.mark.usefixtures("small_chunks")
 @pytest.mark.parametrize("fail_at", [0, 1, 4])
 def test_a_partial_apply_is_finished_exactly_by_recover_or_a_retry(
@@ -366,18 +379,10 @@ def test_a_partial_apply_is_finished_exactly_by_recover_or_a_retry(
 ) -> None:
     delta = big_delta("d" * 64)
     assert len(_apply.chunks(rollups.keys(ref), delta)) > 5
-    real = run_pipeline
-
-    def dies_after(client: Any, calls: Any) -> list[Any]:
-        if calls and calls[0][0] is _apply.CHUNK:
-            real(client, calls[:fail_at])  # the connection drops after chunk fail_at - 1
-            raise redis.exceptions.ConnectionError("connection reset mid-pipeline")
-        return real(client, calls)
-
-    monkeypatch.setattr(_apply, "run_pipeline", dies_after)
+    die_after_chunks(monkeypatch, fail_at)  # the connection drops after chunk fail_at - 1
     with pytest.raises(StorageError, match="connection reset"):
         rollups.apply(ref, delta)
-    monkeypatch.setattr(_apply, "run_pipeline", real)
+    monkeypatch.setattr(_apply, "run_pipeline", run_pipeline)
     assert rollups.processed_ids(ref, delta.entry_ids) == set()
     other = RedisRollups(url=redis_server.url, ttl_ms=TTL_MS)  # another processor recovers
     other.bind(namespace=ref.namespace, clock=clock)
@@ -661,16 +666,8 @@ def test_a_journal_of_a_release_that_cut_chunks_by_key_name_replays_exactly(
 ) -> None:
     """Its chunking has no order element: the replay cuts by key name, as it did."""
     delta = big_delta("e" * 64)
-    real = run_pipeline
     monkeypatch.setattr(_apply, "current_chunking", lambda: (7, 4_096, _apply.BY_NAME))
-
-    def dies_after_two(client: Any, calls: Any) -> list[Any]:
-        if calls and calls[0][0] is _apply.CHUNK:
-            real(client, calls[:2])
-            raise redis.exceptions.ConnectionError("connection reset mid-pipeline")
-        return real(client, calls)
-
-    monkeypatch.setattr(_apply, "run_pipeline", dies_after_two)
+    die_after_chunks(monkeypatch, 2)
     with pytest.raises(StorageError):
         rollups.apply(ref, delta)
     monkeypatch.undo()
@@ -891,18 +888,10 @@ def test_a_replay_after_an_upgrade_that_changed_the_chunk_size_is_exact(
 ) -> None:
     """The journal keeps the chunking of the first try, so the guards still line up."""
     delta = big_delta("e" * 64)
-    real = run_pipeline
-
-    def dies_after_two(client: Any, calls: Any) -> list[Any]:
-        if calls and calls[0][0] is _apply.CHUNK:
-            real(client, calls[:2])
-            raise redis.exceptions.ConnectionError("connection reset mid-pipeline")
-        return real(client, calls)
-
-    monkeypatch.setattr(_apply, "run_pipeline", dies_after_two)
+    die_after_chunks(monkeypatch, 2)
     with pytest.raises(StorageError):
         rollups.apply(ref, delta)
-    monkeypatch.setattr(_apply, "run_pipeline", real)
+    monkeypatch.setattr(_apply, "run_pipeline", run_pipeline)
     monkeypatch.setattr(_apply, "CHUNK_KEYS", 3)  # the "upgraded" release cuts smaller chunks
     rollups.recover(ref)
     expected = [[fields(1, duration_ms_min=m, duration_ms_max=m) for m in range(12)]] * 5

@@ -274,9 +274,9 @@ def apply_delta(
     ttl_ms: int,
     encoded: Encoded | None = None,
 ) -> None:
-    """Steps 1-4 of the module docstring; ``encoded``: ``encode_apply`` of the same
-    ``keys`` and ``delta``, when the caller made it ahead."""
-    if encoded is None:
+    """Steps 1-4 of the module docstring; ``encoded``: ``encode_apply`` of ``delta``,
+    when made ahead (for another report it is made again)."""
+    if encoded is None or encoded.ref != keys.ref:
         encoded = encode_apply(keys, delta, now_ms)
     chunking, ids = encoded.chunking, encoded.ids
     status = _begin(client, keys, delta.batch_id, encoded.journal, ids)

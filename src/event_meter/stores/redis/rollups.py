@@ -160,11 +160,15 @@ class RedisRollups(RollupStore):
             return
         now, iso = self._stamp()
         encoded = delta.encoded.get("redis")
-        if not (isinstance(encoded, _apply.Encoded) and encoded.ref == ref):
-            encoded = None
         with storage_errors("apply"):
             _apply.apply_delta(
-                self._client(), self.keys(ref), delta, now, iso, self.ttl_ms, encoded
+                self._client(),
+                self.keys(ref),
+                delta,
+                now,
+                iso,
+                self.ttl_ms,
+                encoded if isinstance(encoded, _apply.Encoded) else None,
             )
 
     def prepare_apply(self, ref: ReportRef, delta: BatchDelta) -> None:
